@@ -1,0 +1,71 @@
+# The front door. `make help` lists the targets. Targets that need the Python
+# environment create it first, so `make demo` and `make test` work on a fresh clone.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+# On the CPU machines this project is developed on, torch 2.13.0 installs from a local
+# wheel; on a GPU machine pass e.g. TORCH_SPEC='torch>=2.5' (or your CUDA build).
+TORCH_SPEC ?= torch==2.13.0
+CONFIG     ?= tiny
+ARGS       ?=
+NPROC      ?= 1
+CKPT       ?=
+PRESET     ?= tiny
+LOGDIR     ?= outputs
+# Real-text tests read the shared LM1B sample; point this elsewhere or leave it empty to skip them.
+LM1B_SAMPLE_DIR ?= $(wildcard $(CURDIR)/../shared/lm1b-sample)
+export LM1B_SAMPLE_DIR
+
+BIN   := $(VENV)/bin
+PY    := $(BIN)/python
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-fast lint demo train eval bench data summary tensorboard clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: CONFIG=$(CONFIG) ARGS='$(ARGS)' NPROC=$(NPROC) CKPT=$(CKPT) PRESET=$(PRESET) TORCH_SPEC='$(TORCH_SPEC)'"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install '$(TORCH_SPEC)'
+	$(BIN)/pip install -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP) ## create .venv and install the package with its dev tools
+
+test: $(STAMP) ## run the whole test suite (what CI runs)
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## run the tests not marked slow
+	$(BIN)/pytest -m "not slow"
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+demo: $(STAMP) ## train and evaluate a small model in a few CPU minutes
+	@echo "make demo: not built yet (issue: evaluator, benchmark and demo)"; exit 2
+
+train: $(STAMP) ## train: make train CONFIG=glstm_k4 ARGS="size=cpu" [NPROC=8]
+	@echo "make train: not built yet (issue: trainer)"; exit 2
+
+eval: $(STAMP) ## evaluate a checkpoint: make eval CKPT=outputs/.../checkpoints
+	@echo "make eval: not built yet (issue: evaluator)"; exit 2
+
+bench: $(STAMP) ## benchmark every variant: make bench PRESET=tiny|cpu|full
+	@echo "make bench: not built yet (issue: evaluator and benchmark)"; exit 2
+
+data: $(STAMP) ## download, verify and prepare the full LM1B corpus under data/lm1b
+	$(PY) -m lm1b.data.download $(ARGS)
+
+summary: $(STAMP) ## parameter counts of a variant: make summary CONFIG=glstm_k8
+	$(PY) -m lm1b.summary experiment=$(CONFIG) $(ARGS)
+
+tensorboard: $(STAMP) ## dashboards of every run under outputs/
+	$(BIN)/tensorboard --logdir $(LOGDIR) --bind_all
+
+clean: ## remove the environment and caches (keeps data/ and outputs/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

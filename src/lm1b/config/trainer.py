@@ -1,0 +1,68 @@
+"""Trainer config group (configs/trainer/*.yaml): length, precision, validation, checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from lm1b.config.checks import require
+
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: Optional[int] = None  # null: until max_time
+    max_time: Optional[float] = None  # wall-clock budget in seconds; null: until max_steps
+    device: str = "auto"
+    precision: str = "fp32"  # bf16 autocast on GPU
+    log_every: int = 100  # steps between scalar logs
+    val_every: int = 5000  # steps between validations (0: never)
+    val_max_batches: Optional[int] = None  # cap on validation batches (null: the whole set)
+    checkpoint_every: int = 1000  # steps between checkpoints (0: only at the end / on signal)
+    checkpoint_every_minutes: float = 30.0
+    keep_last: int = 3
+    resume: str = "auto"  # auto: newest valid checkpoint in the run dir; never; or a path
+    max_consecutive_skips: int = 10  # non-finite steps in a row before aborting
+
+
+def validate_trainer(cfg: TrainerConfig) -> None:
+    """Check the trainer fields; raise ConfigError naming the field."""
+    require(
+        cfg.max_steps is None or cfg.max_steps >= 0,
+        "trainer.max_steps",
+        cfg.max_steps,
+        "null or 0 or more",
+    )
+    require(
+        cfg.max_time is None or cfg.max_time > 0,
+        "trainer.max_time",
+        cfg.max_time,
+        "null or seconds greater than 0",
+    )
+    require(
+        cfg.max_steps is not None or cfg.max_time is not None,
+        "trainer.max_steps",
+        cfg.max_steps,
+        "set trainer.max_steps or trainer.max_time (or both)",
+    )
+    require(cfg.device in DEVICES, "trainer.device", cfg.device, f"one of {list(DEVICES)}")
+    require(
+        cfg.precision in PRECISIONS, "trainer.precision", cfg.precision, f"one of {list(PRECISIONS)}"
+    )
+    require(cfg.log_every >= 1, "trainer.log_every", cfg.log_every, "at least 1")
+    require(cfg.val_every >= 0, "trainer.val_every", cfg.val_every, "0 (never) or more")
+    require(cfg.checkpoint_every >= 0, "trainer.checkpoint_every", cfg.checkpoint_every, ">= 0")
+    require(
+        cfg.keep_last >= 2,
+        "trainer.keep_last",
+        cfg.keep_last,
+        "at least 2, so a corrupt newest checkpoint leaves a valid one to fall back to",
+    )
+    require(
+        cfg.max_consecutive_skips >= 1,
+        "trainer.max_consecutive_skips",
+        cfg.max_consecutive_skips,
+        "at least 1",
+    )

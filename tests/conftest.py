@@ -1,0 +1,39 @@
+"""Shared fixtures. The real-text tests read the LM1B sample named by LM1B_SAMPLE_DIR: where it
+is absent they skip with the reason, except under CI=true, where they fail (CI must exercise
+real text)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def _missing_sample(reason: str):
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but the LM1B sample is unavailable: {reason}", pytrace=False)
+    pytest.skip(f"LM1B sample unavailable ({reason}); set LM1B_SAMPLE_DIR to run real-text tests")
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The shared LM1B sample directory (see ../shared/lm1b-sample/README.md)."""
+    location = os.environ.get("LM1B_SAMPLE_DIR")
+    if not location:
+        _missing_sample("LM1B_SAMPLE_DIR is not set")
+    path = Path(location)
+    if not (path / "heldout-monolingual.tokenized.shuffled").is_dir():
+        _missing_sample(f"{path} has no heldout-monolingual.tokenized.shuffled/")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    """Single-threaded, seeded torch for every test, so results do not depend on the machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
