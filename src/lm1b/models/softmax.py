@@ -1,0 +1,153 @@
+"""The output layer: sampled softmax for training, chunked full softmax for evaluation.
+
+The softmax weight is a (V, p) table and the bias a (V, 1) table, so both can be read by row
+with `F.embedding` and receive row-sparse gradients (only the sampled and target rows).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lm1b.models.sampler import CandidateSample
+
+
+def _upcast(x: Tensor) -> Tensor:
+    """float32 for half-precision inputs (autocast), unchanged for float32 and float64."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _masked_targets(targets: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Targets with padded positions replaced by id 0 (any valid id: they get zero weight),
+    and the float weights (1 predicted, 0 padding), both (N,)."""
+    if mask is None:
+        return targets, torch.ones(targets.shape, dtype=torch.float32, device=targets.device)
+    return targets.masked_fill(~mask, 0), mask.to(torch.float32)
+
+
+def sampled_softmax_loss(
+    hidden: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    sample: CandidateSample,
+    mask: Tensor | None = None,
+    sparse: bool = False,
+) -> Tensor:
+    """Mean sampled-softmax cross-entropy over the predicted (unmasked) positions.
+
+    hidden (N, p), targets (N,) int64, weight (V, p), bias (V, 1), mask (N,) bool or None.
+    As TensorFlow's `sampled_softmax_loss`: every logit is corrected by -log Q of its id, the
+    true class sits at position 0, and a sampled id equal to a row's target ("accidental hit")
+    gets logit -inf in that row, so it contributes nothing to value or gradient. With
+    `sparse`, weight and bias get row-sparse gradients over the target and sampled rows.
+    """
+    targets, weights = _masked_targets(targets, mask)
+    num_targets = targets.numel()
+    # One gather for targets and samples: one sparse gradient per table.
+    rows = torch.cat([targets, sample.ids])  # (N + S,)
+    row_weight = F.embedding(rows, weight, sparse=sparse)  # (N + S, p)
+    row_bias = F.embedding(rows, bias, sparse=sparse).squeeze(1)  # (N + S,)
+    true_w, sampled_w = row_weight[:num_targets], row_weight[num_targets:]
+    true_b, sampled_b = row_bias[:num_targets], row_bias[num_targets:]
+
+    # Logits at least float32 even under autocast: the log-sum-exp is over thousands of terms.
+    true_logits = _upcast((hidden * true_w).sum(-1)) + _upcast(true_b)  # (N,)
+    true_logits = true_logits - sample.log_expected_count(targets)
+    sampled_logits = _upcast(torch.addmm(sampled_b, hidden, sampled_w.t()))  # (N, S)
+    sampled_logits = sampled_logits - sample.log_expected_count(sample.ids)
+    hits = targets.unsqueeze(1) == sample.ids.unsqueeze(0)  # (N, S) accidental hits
+    sampled_logits = sampled_logits.masked_fill(hits, -math.inf)
+
+    # Cross-entropy with the true class at 0, without concatenating an (N, S + 1) copy.
+    log_normalizer = torch.logaddexp(true_logits, torch.logsumexp(sampled_logits, dim=1))
+    losses = log_normalizer - true_logits  # (N,)
+    return (losses * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def full_softmax_nll(
+    hidden: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    mask: Tensor | None = None,
+    token_chunk_size: int = 512,
+    vocab_chunk_size: int = 32768,
+) -> tuple[Tensor, Tensor]:
+    """Summed negative log-likelihood under the softmax over the whole vocabulary, and the
+    number of predicted (unmasked) tokens.
+
+    hidden (N, p), targets (N,), weight (V, p), bias (V, 1), mask (N,) bool or None.
+    Tokens are processed `token_chunk_size` at a time and the vocabulary `vocab_chunk_size`
+    rows at a time with an online log-sum-exp, so under `torch.no_grad()` the extra memory is a
+    few (token_chunk_size x vocab_chunk_size) float32 blocks, never (N x V). The sum is
+    accumulated in float64. Perplexity = exp(sum of nll_sum / sum of num_tokens).
+    """
+    targets, weights = _masked_targets(targets, mask)
+    num_tokens = targets.new_tensor(targets.numel()) if mask is None else mask.sum()
+    nll_sum = torch.zeros((), dtype=torch.float64, device=hidden.device)
+    for start in range(0, targets.numel(), token_chunk_size):
+        chunk = slice(start, start + token_chunk_size)
+        log_normalizer = _chunked_logsumexp(hidden[chunk], weight, bias, vocab_chunk_size)
+        true_logits = _row_logits(hidden[chunk], targets[chunk], weight, bias)
+        nll = (log_normalizer - true_logits) * weights[chunk]  # (n,)
+        nll_sum = nll_sum + nll.sum().double()
+    return nll_sum, num_tokens
+
+
+def _row_logits(hidden: Tensor, ids: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """The logit of ids[i] for hidden[i]: (n, p), (n,) -> (n,), at least float32."""
+    return _upcast((hidden * weight[ids]).sum(-1)) + _upcast(bias[ids, 0])
+
+
+def _chunked_logsumexp(hidden: Tensor, weight: Tensor, bias: Tensor, vocab_chunk: int) -> Tensor:
+    """log sum_v exp(hidden . weight[v] + bias[v]) over all V rows, vocab_chunk rows at a time.
+
+    hidden (n, p) -> (n,), at least float32. Each block's log-sum-exp is merged into the
+    running one with logaddexp, the stable online form of the reduction.
+    """
+    running = None
+    for start in range(0, weight.shape[0], vocab_chunk):
+        rows = slice(start, start + vocab_chunk)
+        logits = _upcast(torch.addmm(bias[rows, 0], hidden, weight[rows].t()))  # (n, v)
+        block = torch.logsumexp(logits, dim=1)  # (n,)
+        running = block if running is None else torch.logaddexp(running, block)
+    return running
+
+
+class SoftmaxLayer(nn.Module):
+    """Output layer: weight (V, p) and bias stored as a (V, 1) table.
+
+    Initialisation follows f-lm (TensorFlow's `uniform_unit_scaling_initializer` on a (V, p)
+    table, and the same limit for the bias): U(-sqrt(3 / V), sqrt(3 / V)). The initial logits
+    are then nearly zero, so training starts from the uniform prediction, loss ~ log V.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, sparse: bool = False) -> None:
+        super().__init__()
+        self.sparse = sparse
+        self.weight = nn.Parameter(torch.empty(vocab_size, dim))
+        self.bias = nn.Parameter(torch.empty(vocab_size, 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        limit = math.sqrt(3.0 / self.weight.shape[0])
+        nn.init.uniform_(self.weight, -limit, limit)
+        nn.init.uniform_(self.bias, -limit, limit)
+
+    def sampled_loss(
+        self, hidden: Tensor, targets: Tensor, sample: CandidateSample, mask: Tensor | None = None
+    ) -> Tensor:
+        """Mean sampled-softmax loss; see `sampled_softmax_loss`."""
+        return sampled_softmax_loss(
+            hidden, targets, self.weight, self.bias, sample, mask, sparse=self.sparse
+        )
+
+    def full_nll(
+        self, hidden: Tensor, targets: Tensor, mask: Tensor | None = None, **chunk_sizes: int
+    ) -> tuple[Tensor, Tensor]:
+        """Summed full-softmax NLL and token count; see `full_softmax_nll`."""
+        return full_softmax_nll(hidden, targets, self.weight, self.bias, mask, **chunk_sizes)

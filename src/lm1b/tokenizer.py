@@ -1,0 +1,139 @@
+"""One tokenizer interface for words and subwords.
+
+Both tokenizers take one sentence as its list of corpus tokens (split on single spaces by
+`lm1b.data.text`) and return ids without sentence markers; the data stream adds `bos_id` and
+`eos_id`. Whatever the tokenizer, perplexity is reported per word: total nats divided by the
+number of words plus sentence ends, which the evaluation stream counts from the token lists.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import sentencepiece as spm
+
+from lm1b.config.data import DataConfig
+from lm1b.data.text import read_sentences
+from lm1b.vocab import Vocabulary, build_vocabulary
+
+logger = logging.getLogger(__name__)
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+    bos_id: int
+    eos_id: int
+    unk_id: int
+
+    def encode(self, words: Sequence[str]) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+class WordTokenizer:
+    """Each corpus token is one id of a `Vocabulary`; unknown words map to `<UNK>`."""
+
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        self.vocabulary = vocabulary
+        self.vocab_size = len(vocabulary)
+        self.bos_id = vocabulary.bos_id
+        self.eos_id = vocabulary.eos_id
+        self.unk_id = vocabulary.unk_id
+        self.encode = vocabulary.encode  # bound once: the loader calls it per sentence
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(self.vocabulary.decode(ids))
+
+
+class SentencePieceTokenizer:
+    """A sentencepiece model applied to the space-joined corpus tokens of a sentence."""
+
+    def __init__(self, model_file: str | Path) -> None:
+        if not Path(model_file).is_file():
+            raise FileNotFoundError(f"sentencepiece model {model_file} does not exist")
+        self._processor = spm.SentencePieceProcessor(model_file=str(model_file))
+        self.vocab_size = self._processor.get_piece_size()
+        self.bos_id = self._processor.bos_id()
+        self.eos_id = self._processor.eos_id()
+        self.unk_id = self._processor.unk_id()
+
+    def encode(self, words: Sequence[str]) -> list[int]:
+        return self._processor.encode(" ".join(words))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._processor.decode(list(ids))
+
+
+def _sample_sentences(paths: Sequence[Path], max_sentences: int) -> Iterator[str]:
+    """Up to `max_sentences` lines, an equal share from the start of each shard."""
+    per_file = max(1, max_sentences // len(paths))
+    for path in paths:
+        for index, tokens in enumerate(read_sentences(path)):
+            if index >= per_file:
+                break
+            yield " ".join(tokens)
+
+
+def train_sentencepiece(
+    paths: Sequence[str | Path],
+    model_file: str | Path,
+    vocab_size: int,
+    max_sentences: int = 1_000_000,
+) -> Path:
+    """Train a unigram sentencepiece model on a sample of `paths` and write it atomically.
+
+    `hard_vocab_limit=False` lets a small corpus yield fewer pieces than asked instead of
+    failing; ids 0, 1, 2 are `<unk>`, `<s>`, `</s>` (sentencepiece's defaults).
+    """
+    paths = [Path(p) for p in paths]
+    sentences = list(_sample_sentences(paths, max_sentences)) if paths else []
+    if not sentences:
+        raise ValueError(f"cannot train sentencepiece: no sentences in {[str(p) for p in paths]}")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        model_type="unigram",
+        character_coverage=0.9995,
+        minloglevel=2,
+    )
+    model_file = Path(model_file)
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=model_file.parent, delete=False, suffix=".tmp") as out:
+        out.write(model.getvalue())
+    os.replace(out.name, model_file)
+    logger.info("trained sentencepiece model %s on %d sentences", model_file, len(sentences))
+    return model_file
+
+
+def build_tokenizer(cfg: DataConfig, train_paths: Sequence[Path]) -> Tokenizer:
+    """The tokenizer `cfg.tokenizer` names, building its vocabulary or model from
+    `train_paths` when the file is missing (the trainer calls this on one rank first)."""
+    if cfg.tokenizer == "sentencepiece":
+        if not cfg.spm_model:
+            raise ValueError("data.spm_model must name the model file when data.tokenizer=sentencepiece")
+        if not Path(cfg.spm_model).is_file():
+            train_sentencepiece(train_paths, cfg.spm_model, cfg.spm_vocab_size)
+        return SentencePieceTokenizer(cfg.spm_model)
+    return WordTokenizer(load_or_build_vocabulary(cfg, train_paths))
+
+
+def load_or_build_vocabulary(cfg: DataConfig, train_paths: Sequence[Path]) -> Vocabulary:
+    """Load `cfg.vocab_file`, or build it from `train_paths` with the configured cut and save it."""
+    path = Path(cfg.vocab_file)
+    if path.is_file():
+        return Vocabulary.load(path)
+    logger.info("building vocabulary %s from %d files", path, len(train_paths))
+    vocabulary = build_vocabulary(
+        train_paths, min_count=cfg.vocab_min_count, max_size=cfg.vocab_max_size
+    )
+    vocabulary.save(path)
+    return vocabulary
