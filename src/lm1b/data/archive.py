@@ -55,7 +55,9 @@ def extract_tarball(tarball: Path, dest_dir: Path, top: str) -> Path:
             raise ArchiveError(f"{tarball} has no top-level directory {top}/")
         os.replace(staging / top, target)
     except _CORRUPT_ARCHIVE_ERRORS as exc:
-        raise ArchiveError(f"{tarball} is not a readable tarball ({exc}); delete it and retry") from exc
+        raise ArchiveError(
+            f"{tarball} is not a readable tarball ({exc}); delete it and retry"
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

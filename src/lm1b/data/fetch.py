@@ -64,7 +64,9 @@ def download(
             if attempt == retries or not _is_transient(exc):
                 raise DownloadError(f"cannot download {url}: {_describe(exc)}") from exc
             delay = retry_wait * 2**attempt
-            logger.warning("download of %s failed (%s); retrying in %.0f s", url, _describe(exc), delay)
+            logger.warning(
+                "download of %s failed (%s); retrying in %g s", url, _describe(exc), delay
+            )
             time.sleep(delay)
     os.replace(part, dest)
     logger.info("downloaded %s", dest)
@@ -76,7 +78,9 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        response = urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        )
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             _check_unsatisfiable_range(exc, part, offset)
@@ -117,7 +121,9 @@ def _check_unsatisfiable_range(exc: urllib.error.HTTPError, part: Path, offset: 
     raise IncompleteDownload(f"the partial file {part.name} is longer than the remote file")
 
 
-def _copy(response: BinaryIO, out: BinaryIO, *, total: int | None, initial: int, label: str) -> None:
+def _copy(
+    response: BinaryIO, out: BinaryIO, *, total: int | None, initial: int, label: str
+) -> None:
     """Stream the body to `out` in chunks, with a progress bar (shown only on a terminal)."""
     with tqdm(
         total=total,
