@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lm1b.config.data import DataConfig
 from lm1b.tokenizer import (
     SentencePieceTokenizer,
     WordTokenizer,
     build_tokenizer,
+    tokenizer_from_state,
+    tokenizer_state,
     train_sentencepiece,
 )
 from lm1b.vocab import Vocabulary
@@ -48,17 +51,36 @@ def test_sentencepiece_on_an_empty_corpus_names_the_input(tmp_path):
 def test_build_tokenizer_builds_once_and_then_loads(tmp_path):
     shard = _messy_corpus(tmp_path)
     cfg = DataConfig(train_files="shard", vocab_file=str(tmp_path / "v.txt"), vocab_min_count=2)
-    first = build_tokenizer(cfg, [shard])
+    first = build_tokenizer(cfg, [shard], cache_dir=tmp_path / "unused")
     assert isinstance(first, WordTokenizer)
     stamp = (tmp_path / "v.txt").stat().st_mtime_ns
-    second = build_tokenizer(cfg, [shard])
+    second = build_tokenizer(cfg, [shard], cache_dir=tmp_path / "unused")
     assert (tmp_path / "v.txt").stat().st_mtime_ns == stamp
     assert second.vocabulary == first.vocabulary == Vocabulary.load(tmp_path / "v.txt")
     assert first.encode(["cats", "zebra"]) == [first.vocabulary.lookup("cats"), first.unk_id]
 
     spm_cfg = DataConfig(
-        train_files="shard", tokenizer="sentencepiece", spm_model=str(tmp_path / "s.model"),
+        train_files="shard",
+        tokenizer="sentencepiece",
+        spm_model=str(tmp_path / "s.model"),
         spm_vocab_size=200,
     )
-    assert isinstance(build_tokenizer(spm_cfg, [shard]), SentencePieceTokenizer)
+    assert isinstance(build_tokenizer(spm_cfg, [shard], tmp_path), SentencePieceTokenizer)
     assert (tmp_path / "s.model").is_file()
+    assert not (tmp_path / "unused").exists()
+
+
+@pytest.mark.parametrize("kind", ["word", "sentencepiece"])
+def test_tokenizer_survives_a_checkpoint(tmp_path, kind):
+    """Runs are self-contained: the tokenizer is rebuilt from a weights_only checkpoint."""
+    shard = _messy_corpus(tmp_path)
+    cfg = DataConfig(train_files="shard", tokenizer=kind, spm_vocab_size=200)
+    tokenizer = build_tokenizer(cfg, [shard], cache_dir=tmp_path / "run")
+    assert (tmp_path / "run" / ("vocab.txt" if kind == "word" else "spm.model")).is_file()
+    torch.save({"tokenizer": tokenizer_state(tokenizer)}, tmp_path / "ckpt.pt")
+    restored = tokenizer_from_state(
+        torch.load(tmp_path / "ckpt.pt", weights_only=True)["tokenizer"]
+    )
+    words = ["The", "cat", "sat", "on", "émigrés", "zebra", "."]
+    assert restored.encode(words) == tokenizer.encode(words)
+    assert (restored.vocab_size, restored.eos_id) == (tokenizer.vocab_size, tokenizer.eos_id)

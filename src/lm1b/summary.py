@@ -41,11 +41,11 @@ def resolve_vocab_size(cfg: TrainConfig) -> int:
         return cfg.model.vocab_size
     if cfg.data.tokenizer == "sentencepiece" and cfg.data.spm_model:
         return SentencePieceTokenizer(cfg.data.spm_model).vocab_size
-    path = Path(cfg.data.vocab_file)
-    if not path.is_file():
+    path = Path(cfg.data.vocab_file or "")
+    if not cfg.data.vocab_file or not path.is_file():
         raise ConfigError(
-            f"model.vocab_size=None is taken from data.vocab_file={str(path)!r}, which does not "
-            "exist yet; set model.vocab_size=<V> or build the vocabulary first"
+            f"model.vocab_size=None is taken from data.vocab_file={cfg.data.vocab_file!r}, which "
+            "does not exist yet; set model.vocab_size=<V> or build the vocabulary first"
         )
     return len(Vocabulary.load(path))
 

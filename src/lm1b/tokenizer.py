@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 import sentencepiece as spm
+import torch
 
 from lm1b.config.data import DataConfig
 from lm1b.data.text import read_sentences
@@ -54,10 +55,12 @@ class WordTokenizer:
 class SentencePieceTokenizer:
     """A sentencepiece model applied to the space-joined corpus tokens of a sentence."""
 
-    def __init__(self, model_file: str | Path) -> None:
-        if not Path(model_file).is_file():
-            raise FileNotFoundError(f"sentencepiece model {model_file} does not exist")
-        self._processor = spm.SentencePieceProcessor(model_file=str(model_file))
+    def __init__(self, model_file: str | Path | None = None, model_proto: bytes | None = None):
+        if model_proto is None:
+            if model_file is None or not Path(model_file).is_file():
+                raise FileNotFoundError(f"sentencepiece model {model_file} does not exist")
+            model_proto = Path(model_file).read_bytes()
+        self._processor = spm.SentencePieceProcessor(model_proto=model_proto)
         self.vocab_size = self._processor.get_piece_size()
         self.bos_id = self._processor.bos_id()
         self.eos_id = self._processor.eos_id()
@@ -68,6 +71,9 @@ class SentencePieceTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._processor.decode(list(ids))
+
+    def serialized_model(self) -> bytes:
+        return self._processor.serialized_model_proto()
 
 
 def _sample_sentences(paths: Sequence[Path], max_sentences: int) -> Iterator[str]:
@@ -114,26 +120,44 @@ def train_sentencepiece(
     return model_file
 
 
-def build_tokenizer(cfg: DataConfig, train_paths: Sequence[Path]) -> Tokenizer:
-    """The tokenizer `cfg.tokenizer` names, building its vocabulary or model from
-    `train_paths` when the file is missing (the trainer calls this on one rank first)."""
+def build_tokenizer(cfg: DataConfig, train_paths: Sequence[Path], cache_dir: Path) -> Tokenizer:
+    """The tokenizer `cfg.tokenizer` names. Its file is `data.vocab_file` / `data.spm_model`, or
+    `cache_dir/vocab.txt` / `cache_dir/spm.model` when that is null; a missing file is built
+    from `train_paths` and saved (the trainer calls this on rank 0 before the other ranks)."""
     if cfg.tokenizer == "sentencepiece":
-        if not cfg.spm_model:
-            raise ValueError("data.spm_model must name the model file when data.tokenizer=sentencepiece")
-        if not Path(cfg.spm_model).is_file():
-            train_sentencepiece(train_paths, cfg.spm_model, cfg.spm_vocab_size)
-        return SentencePieceTokenizer(cfg.spm_model)
-    return WordTokenizer(load_or_build_vocabulary(cfg, train_paths))
-
-
-def load_or_build_vocabulary(cfg: DataConfig, train_paths: Sequence[Path]) -> Vocabulary:
-    """Load `cfg.vocab_file`, or build it from `train_paths` with the configured cut and save it."""
-    path = Path(cfg.vocab_file)
+        model_file = Path(cfg.spm_model or cache_dir / "spm.model")
+        if not model_file.is_file():
+            train_sentencepiece(train_paths, model_file, cfg.spm_vocab_size)
+        return SentencePieceTokenizer(model_file)
+    path = Path(cfg.vocab_file or cache_dir / "vocab.txt")
     if path.is_file():
-        return Vocabulary.load(path)
+        return WordTokenizer(Vocabulary.load(path))
     logger.info("building vocabulary %s from %d files", path, len(train_paths))
     vocabulary = build_vocabulary(
         train_paths, min_count=cfg.vocab_min_count, max_size=cfg.vocab_max_size
     )
     vocabulary.save(path)
-    return vocabulary
+    return WordTokenizer(vocabulary)
+
+
+def tokenizer_state(tokenizer: Tokenizer) -> dict:
+    """The tokenizer as checkpoint entries (lists, str and tensors: weights_only-loadable), so
+    a checkpoint is all that evaluating or scoring needs."""
+    if isinstance(tokenizer, SentencePieceTokenizer):
+        proto = tokenizer.serialized_model()
+        return {
+            "kind": "sentencepiece",
+            "model": torch.frombuffer(bytearray(proto), dtype=torch.uint8),
+        }
+    return {
+        "kind": "word",
+        "words": list(tokenizer.vocabulary.words),
+        "counts": list(tokenizer.vocabulary.counts),
+    }
+
+
+def tokenizer_from_state(state: dict) -> Tokenizer:
+    """Inverse of `tokenizer_state`."""
+    if state["kind"] == "sentencepiece":
+        return SentencePieceTokenizer(model_proto=state["model"].numpy().tobytes())
+    return WordTokenizer(Vocabulary(state["words"], state["counts"]))

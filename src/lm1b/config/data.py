@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from lm1b.config.checks import ConfigError, require
 
@@ -17,13 +17,15 @@ class DataConfig:
     train_files: Any = None
     valid_files: Any = None
     test_files: Any = None
-    # Word vocabulary in the standard "word count" format; built from train_files when missing.
-    vocab_file: str = "data/lm1b/1b_word_vocab.txt"
+    # Word vocabulary in the standard "word count" format; built from train_files when missing
+    # (null: built into the run directory, so a run is self-contained).
+    vocab_file: str | None = None
     vocab_min_count: int = 3  # 3 on the full corpus gives the standard 793,471 entries
-    vocab_max_size: Optional[int] = None
-    # "word" uses vocab_file; "sentencepiece" uses spm_model (trained on train_files if missing).
+    vocab_max_size: int | None = None
+    # "word" uses vocab_file; "sentencepiece" uses spm_model (trained on train_files if missing;
+    # null: trained into the run directory).
     tokenizer: str = "word"
-    spm_model: Optional[str] = None
+    spm_model: str | None = None
     spm_vocab_size: int = 32000
     batch_size: int = 1024  # sequences per step over all ranks (split evenly across ranks)
     num_steps: int = 20  # BPTT window T
@@ -35,8 +37,10 @@ class DataConfig:
 def _is_globs(value: Any) -> bool:
     if isinstance(value, str):
         return bool(value)
-    return isinstance(value, (list, tuple)) and bool(value) and all(
-        isinstance(v, str) and v for v in value
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(v, str) and v for v in value)
     )
 
 

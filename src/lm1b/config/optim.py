@@ -32,8 +32,6 @@ def validate_optim(cfg: OptimConfig) -> None:
         cfg.initial_accumulator,
         "0 or more",
     )
-    require(
-        all(0.0 <= b < 1.0 for b in cfg.betas), "optim.betas", cfg.betas, "each in [0, 1)"
-    )
+    require(all(0.0 <= b < 1.0 for b in cfg.betas), "optim.betas", cfg.betas, "each in [0, 1)")
     require(cfg.max_grad_norm >= 0, "optim.max_grad_norm", cfg.max_grad_norm, "0 (off) or more")
     require(0.0 <= cfg.ema_decay < 1.0, "optim.ema_decay", cfg.ema_decay, "in [0, 1) (0 = off)")

@@ -20,6 +20,17 @@ from lm1b.config.trainer import TrainerConfig, validate_trainer
 
 
 @dataclass
+class TestingConfig:
+    """Fault injection for the reliability tests; all off by default."""
+
+    crash_at_step: int | None = None  # raise after this step (only on the first torchrun attempt)
+    nan_at_step: int | None = None  # make this step's loss NaN
+    nan_every_step: bool = False  # make every loss NaN (a NaN storm)
+    nan_on_rank: int | None = None  # restrict the NaN to one rank (None: every rank)
+    sleep_per_step: float = 0.0  # seconds; lets a test signal a run mid-way
+
+
+@dataclass
 class TrainConfig:
     name: str = "biglstm"  # the experiment's name; names the run directory
     seed: int = 1
@@ -28,6 +39,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    testing: TestingConfig = field(default_factory=TestingConfig)
 
 
 def register_configs() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from lm1b.config.checks import require
 
@@ -13,13 +12,13 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class TrainerConfig:
-    max_steps: Optional[int] = None  # null: until max_time
-    max_time: Optional[float] = None  # wall-clock budget in seconds; null: until max_steps
+    max_steps: int | None = None  # null: until max_time
+    max_time: float | None = None  # wall-clock budget in seconds; null: until max_steps
     device: str = "auto"
     precision: str = "fp32"  # bf16 autocast on GPU
     log_every: int = 100  # steps between scalar logs
     val_every: int = 5000  # steps between validations (0: never)
-    val_max_batches: Optional[int] = None  # cap on validation batches (null: the whole set)
+    val_max_batches: int | None = None  # cap on validation batches (null: the whole set)
     checkpoint_every: int = 1000  # steps between checkpoints (0: only at the end / on signal)
     checkpoint_every_minutes: float = 30.0
     keep_last: int = 3
@@ -49,7 +48,10 @@ def validate_trainer(cfg: TrainerConfig) -> None:
     )
     require(cfg.device in DEVICES, "trainer.device", cfg.device, f"one of {list(DEVICES)}")
     require(
-        cfg.precision in PRECISIONS, "trainer.precision", cfg.precision, f"one of {list(PRECISIONS)}"
+        cfg.precision in PRECISIONS,
+        "trainer.precision",
+        cfg.precision,
+        f"one of {list(PRECISIONS)}",
     )
     require(cfg.log_every >= 1, "trainer.log_every", cfg.log_every, "at least 1")
     require(cfg.val_every >= 0, "trainer.val_every", cfg.val_every, "0 (never) or more")

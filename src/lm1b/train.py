@@ -1,0 +1,106 @@
+"""`python -m lm1b.train experiment=<name> [size=cpu|tiny] [key=value ...]`: train a model.
+
+The same command runs on one CPU, one GPU, under `torchrun` (one node or several) and under
+SLURM (`srun`, or Hydra's submitit launcher). Every rank resolves the same run directory:
+`hydra.run.dir` when given, else one keyed by torchrun's run id or the SLURM job id, so an
+elastic restart or a requeued job finds its checkpoints; a single process gets a timestamp.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from lm1b.config import CONFIG_DIR, ConfigError, register_configs, validate_config
+from lm1b.training.checkpoint import CheckpointError
+from lm1b.training.distributed import init_distributed, shutdown_distributed
+from lm1b.training.preemption import PREEMPTED_EXIT_CODE, requeue_slurm_job
+from lm1b.training.setup import build_trainer
+from lm1b.vocab import VocabularyError
+
+logger = logging.getLogger("lm1b.train")
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+
+
+def run_id() -> str:
+    """The same string on every rank of one run, and across its restarts."""
+    elastic = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if elastic != "none":
+        return f"torchrun-{elastic}"
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if job:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm-{job}" + (f"_{task}" if task else "")
+    if _world_size() > 1:
+        raise ConfigError(
+            "several ranks but no shared run id: pass hydra.run.dir=<dir>, or start torchrun with "
+            "--standalone or --rdzv-id=<id>"
+        )
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def register_resolvers() -> None:
+    resolvers = {
+        "lm1b_run_id": run_id,
+        # Only rank 0 saves .hydra/; each rank logs to its own file.
+        "lm1b_output_subdir": lambda: ".hydra" if _rank() == 0 else None,
+        "lm1b_log_suffix": lambda: "" if _rank() == 0 else f"_rank{_rank()}",
+    }
+    for name, resolver in resolvers.items():
+        OmegaConf.register_new_resolver(name, resolver, replace=True)
+
+
+def _train(dict_cfg: DictConfig) -> int:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    cfg = validate_config(OmegaConf.to_object(dict_cfg), world_size=_world_size())
+    ctx = init_distributed(cfg.trainer.device)
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        container = OmegaConf.to_container(dict_cfg, resolve=True)
+        trainer = build_trainer(cfg, ctx, run_dir, container, OmegaConf.to_yaml(dict_cfg))
+        reason = trainer.fit()
+        if trainer.metrics is not None:
+            trainer.metrics.close()
+    finally:
+        shutdown_distributed()
+    if reason == "signal":
+        if trainer.requeue:
+            requeue_slurm_job(ctx.rank)
+        return PREEMPTED_EXIT_CODE
+    logger.info(
+        "finished (%s) at step %d; run directory %s", reason, trainer.counters.step, run_dir
+    )
+    return 0
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+def main(dict_cfg: DictConfig) -> None:
+    try:
+        code = _train(dict_cfg)
+    except (ConfigError, FileNotFoundError, CheckpointError, VocabularyError) as error:
+        logger.error("%s", error)
+        sys.exit(f"lm1b.train: {error}")
+    if code:
+        sys.exit(code)
+
+
+register_configs()
+register_resolvers()
+
+if __name__ == "__main__":
+    main()

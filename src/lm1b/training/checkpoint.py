@@ -1,0 +1,227 @@
+"""Atomic, self-validating checkpoints: one `step-000000010.pt` file per saved step.
+
+A checkpoint is written to `<name>.tmp`, flushed and fsynced, renamed over the final name with
+`os.replace` and the directory is fsynced, so a crash at any moment leaves either the previous
+set of checkpoints or the new complete file, never a half-written file under a final name
+(fairseq's rule). Each file carries a `meta` entry; only files whose metadata says complete and
+whose step matches the file name are trusted (torchtitan's rule), so a truncated or foreign
+file is skipped with a warning and the newest valid one before it is used instead.
+
+Everything stored must load with `torch.load(weights_only=True)`: tensors, dicts, lists,
+tuples, numbers, strings, bools and None (see `lm1b.training.rng` for RNG state).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lm1b.config.checks import require
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+META_KEY = "meta"
+CHECKPOINT_DIR_NAME = "checkpoints"  # <run_dir>/checkpoints
+_NAME_PATTERN = re.compile(r"step-(\d+)\.pt")
+_TMP_SUFFIX = ".tmp"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written, read or trusted; the message names the file or directory."""
+
+
+def checkpoint_name(step: int) -> str:
+    """The file name for `step`; zero-padded so that names sort like steps."""
+    return f"step-{step:09d}.pt"
+
+
+def _step_of(path: Path) -> int | None:
+    """The step encoded in a checkpoint file name, or None for any other file."""
+    match = _NAME_PATTERN.fullmatch(path.name)
+    return int(match.group(1)) if match else None
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable; without it a power loss can undo the rename."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # some filesystems cannot fsync a directory; the file itself is synced
+        logger.warning("could not fsync checkpoint directory %s: %s", directory, exc)
+
+
+def _write_atomically(payload: dict, final: Path) -> None:
+    """Write `payload` to `final` via `<final>.tmp` + fsync + rename; remove the tmp on failure."""
+    tmp = final.with_name(final.name + _TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, final)
+    except BaseException as exc:  # also on KeyboardInterrupt: never leave a stray tmp behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, Exception):
+            raise CheckpointError(f"could not write checkpoint {final}: {exc}") from exc
+        raise
+    _fsync_directory(final.parent)
+
+
+def _check_meta(state: Any, path: Path) -> None:
+    """Raise CheckpointError unless `state` is a complete checkpoint for the step its name says."""
+    if not isinstance(state, dict) or not isinstance(state.get(META_KEY), dict):
+        raise CheckpointError(f"checkpoint {path} has no '{META_KEY}' entry")
+    meta = state[META_KEY]
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format_version={meta.get('format_version')!r}, "
+            f"expected {FORMAT_VERSION}"
+        )
+    if meta.get("complete") is not True:
+        raise CheckpointError(f"checkpoint {path} is not marked complete")
+    step = _step_of(path)
+    if step is not None and meta.get("step") != step:
+        raise CheckpointError(
+            f"checkpoint {path} records step={meta.get('step')!r} but its name says {step}"
+        )
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load and validate one checkpoint file on the CPU with `weights_only=True`.
+
+    Any failure (missing file, truncation, garbage, an object outside the weights_only allow
+    list, missing or incomplete metadata) raises CheckpointError naming the file.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    # torch.load raises many types for a bad file (UnpicklingError, EOFError, RuntimeError from
+    # the zip reader, OSError, ...); callers need one type and a message naming the file.
+    except Exception as exc:
+        raise CheckpointError(f"cannot load checkpoint {path}: {exc}") from exc
+    _check_meta(state, path)
+    return state
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or the newest valid checkpoint of a run or checkpoints dir."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint path {path} does not exist")
+    directory = path / CHECKPOINT_DIR_NAME if (path / CHECKPOINT_DIR_NAME).is_dir() else path
+    found = CheckpointManager(directory).latest()
+    if found is None:
+        raise CheckpointError(f"no valid checkpoint in {directory}")
+    return found[0]
+
+
+class CheckpointManager:
+    """Saves, finds and prunes the checkpoints of one run in `directory`.
+
+    Only one process (rank 0) may save; `latest()` removes leftover tmp files, so it must not
+    run while another process is saving into the same directory (it runs at start-up).
+    """
+
+    def __init__(self, directory: str | Path, keep_last: int = 3) -> None:
+        require(
+            keep_last >= 2,
+            "trainer.keep_last",
+            keep_last,
+            "at least 2, so a corrupt newest checkpoint leaves a valid one to fall back to",
+        )
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+
+    def check_writable(self) -> None:
+        """Create the directory and prove a file can be written and removed there.
+
+        Called before training starts so that a bad output path fails in seconds, not at the
+        first checkpoint hours later.
+        """
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".write-test-") as probe:
+                probe.write(b"ok")
+                probe.flush()
+        except OSError as exc:
+            raise CheckpointError(
+                f"checkpoint directory {self.directory} is not writable: {exc}"
+            ) from exc
+
+    def paths(self) -> list[Path]:
+        """The checkpoint files, oldest first (by step, not by name or mtime)."""
+        if not self.directory.is_dir():
+            return []
+        found = [(step, p) for p in self.directory.iterdir() if (step := _step_of(p)) is not None]
+        return [path for _, path in sorted(found) if path.is_file()]
+
+    def save(self, state: dict, step: int) -> Path:
+        """Write `state` plus a `meta` entry as the checkpoint of `step`, then prune old ones.
+
+        The caller's dict is not modified; a `meta` key in it is replaced. Returns the path.
+        """
+        if step < 0:
+            raise ValueError(f"checkpoint step must be 0 or more, got {step}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "step": step,
+            "format_version": FORMAT_VERSION,
+            "complete": True,
+            "saved_at": time.time(),
+        }
+        final = self.directory / checkpoint_name(step)
+        _write_atomically({**state, META_KEY: meta}, final)
+        logger.info("saved checkpoint %s", final)
+        self._prune()
+        return final
+
+    def latest(self) -> tuple[Path, dict] | None:
+        """The newest valid checkpoint and its state, or None when there is none.
+
+        Invalid newer files are skipped with a warning naming them; tmp files left by a killed
+        writer are removed.
+        """
+        self._remove_leftover_tmp_files()
+        candidates = self.paths()
+        for path in reversed(candidates):
+            try:
+                return path, load_checkpoint(path)
+            except CheckpointError as exc:
+                logger.warning("skipping invalid checkpoint: %s", exc)
+        if candidates:
+            logger.error(
+                "none of the %d checkpoints in %s is valid", len(candidates), self.directory
+            )
+        return None
+
+    def _prune(self) -> None:
+        """Delete the oldest checkpoints beyond `keep_last`; a failed delete only warns."""
+        for path in self.paths()[: -self.keep_last]:
+            try:
+                path.unlink()
+            except OSError as exc:  # a full or flaky filesystem must not stop training
+                logger.warning("could not delete old checkpoint %s: %s", path, exc)
+
+    def _remove_leftover_tmp_files(self) -> None:
+        """Remove `step-*.pt.tmp` files; they are never complete (the rename did not happen)."""
+        if not self.directory.is_dir():
+            return
+        for tmp in self.directory.glob("step-*.pt" + _TMP_SUFFIX):
+            try:
+                tmp.unlink()
+                logger.info("removed incomplete checkpoint %s", tmp)
+            except OSError as exc:
+                logger.warning("could not remove incomplete checkpoint %s: %s", tmp, exc)

@@ -1,0 +1,119 @@
+"""Process-group set-up for one process, torchrun (one node or several), and SLURM's srun.
+
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. A job started by
+`srun python -m lm1b.train` without torchrun has SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID
+instead; the sbatch script exports MASTER_ADDR and MASTER_PORT (see scripts/slurm_train.sbatch).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: its rank among `world_size` and the device it drives."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.is_distributed:
+            dist.barrier()
+
+    def all_reduce_max(self, value: float) -> float:
+        """The largest `value` over all ranks (a stop flag, a non-finite flag)."""
+        if not self.is_distributed:
+            return value
+        tensor = torch.tensor([float(value)], device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor.item()
+
+    def broadcast_object(self, obj: object) -> object:
+        """Rank 0's `obj` on every rank."""
+        if not self.is_distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_gather_object(self, obj: object) -> list:
+        """Every rank's `obj`, indexed by rank."""
+        if not self.is_distributed:
+            return [obj]
+        out: list = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def _env_int(*names: str, default: int) -> int:
+    for name in names:
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return default
+
+
+def _export_slurm_rendezvous() -> None:
+    """Under srun without torchrun, point every task at the job's first node (unless the
+    sbatch script exported MASTER_ADDR / MASTER_PORT already)."""
+    if "MASTER_ADDR" not in os.environ:
+        hosts = subprocess.run(
+            ["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        os.environ["MASTER_ADDR"] = hosts[0]
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ["SLURM_JOB_ID"]) % 20000))
+
+
+def _choose_device(preference: str, local_rank: int) -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("trainer.device='cuda' but torch sees no CUDA device")
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(device_preference: str = "auto") -> DistContext:
+    """Join the process group described by the environment (none for a single process).
+
+    NCCL drives GPUs and gloo CPUs; a single process never creates a group.
+    """
+    world_size = _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
+    rank = _env_int("RANK", "SLURM_PROCID", default=0)
+    local_rank = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
+    device = _choose_device(device_preference, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if "RANK" not in os.environ:
+            _export_slurm_rendezvous()
+        os.environ.setdefault("RANK", str(rank))
+        os.environ.setdefault("WORLD_SIZE", str(world_size))
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, init_method="env://")
+        logger.info("rank %d/%d joined the %s group on %s", rank, world_size, backend, device)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

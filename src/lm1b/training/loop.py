@@ -1,0 +1,328 @@
+"""The training loop: steps, logging, validation, checkpoints and stopping, on every rank.
+
+Every decision that must be the same on all ranks is either a pure function of the step
+(logging, validation, step-based checkpoints, max_steps) or a vote reduced with MAX in the
+step's single all-reduce (a signal, the wall-clock budget, a time-based checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from lm1b.config import TrainConfig
+from lm1b.data.eval_stream import EvalStream
+from lm1b.data.train_loader import TrainLoader
+from lm1b.training.checkpoint import CheckpointManager
+from lm1b.training.distributed import DistContext
+from lm1b.training.ema import ExponentialMovingAverage
+from lm1b.training.metrics import MetricsWriter
+from lm1b.training.optim import Optimizers
+from lm1b.training.preemption import PreemptionHandler
+from lm1b.training.rng import capture_rng_state, restore_rng_state
+from lm1b.training.step import StepRunner
+
+logger = logging.getLogger(__name__)
+
+# Indices of the loop's votes in the step's all-reduce.
+_SIGNAL, _OUT_OF_TIME, _CHECKPOINT_DUE = range(3)
+
+
+@dataclass
+class Counters:
+    step: int = 0  # completed steps (skipped ones included: their batch was consumed)
+    skipped_steps: int = 0
+    consecutive_skips: int = 0
+    train_seconds: float = 0.0  # wall time spent training, over all resumes (for max_time)
+
+
+def model_state_dict(model: nn.Module) -> dict:
+    """The model's weights without DDP's `module.` level, loadable by an unwrapped model."""
+    return {k.replace("rnn.module.", "rnn."): v for k, v in model.state_dict().items()}
+
+
+class Trainer:
+    """Trains `model` (its `rnn` possibly wrapped in DDP) on `loader` until a budget is spent,
+    a signal arrives, or too many steps in a row are non-finite."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        ctx: DistContext,
+        model: nn.Module,
+        loader: TrainLoader,
+        valid: EvalStream | None,
+        checkpoints: CheckpointManager,
+        metrics: MetricsWriter | None,
+        static_state: dict,
+    ) -> None:
+        self.cfg, self.ctx, self.model = cfg, ctx, model
+        self.loader, self.valid = loader, valid
+        self.checkpoints, self.metrics = checkpoints, metrics
+        self.static_state = static_state  # config and tokenizer, saved in every checkpoint
+        self.optimizers = Optimizers(model, cfg.optim)
+        rnn_params = list(model.rnn.parameters())
+        self.ema = (
+            ExponentialMovingAverage(rnn_params, cfg.optim.ema_decay)
+            if cfg.optim.ema_decay
+            else None
+        )
+        self.steps = StepRunner(model, self.optimizers, self.ema, cfg, ctx)
+        self.counters = Counters()
+        self.requeue = False  # set when a SIGUSR1 stopped the run: the job should be requeued
+        self._last_validation = self._last_checkpoint = -1  # steps of the latest of each
+        self.tokens_per_step = cfg.data.batch_size * cfg.data.num_steps  # all ranks together
+
+    # ---- checkpoint state ------------------------------------------------------------------
+
+    def state_dict(self) -> dict | None:
+        """The whole training state on rank 0 (None elsewhere); collective: every rank calls."""
+        lstm_state = self.steps.lstm_state
+        per_rank = self.ctx.all_gather_object(
+            {
+                "data": self.loader.state_dict(),
+                "rng": capture_rng_state(),
+                "lstm_state": None if lstm_state is None else [s.cpu() for s in lstm_state],
+            }
+        )
+        if not self.ctx.is_main:
+            return None
+        return {
+            **self.static_state,
+            "model": model_state_dict(self.model),
+            "optimizers": self.optimizers.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "counters": asdict(self.counters),
+            "world_size": self.ctx.world_size,
+            "ranks": per_rank,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore everything but the model weights (loaded before DDP wrapped the stack)."""
+        if state["world_size"] != self.ctx.world_size:
+            raise ValueError(
+                f"the checkpoint was written by {state['world_size']} ranks; resume it with "
+                f"the same number (this run has {self.ctx.world_size})"
+            )
+        self.optimizers.load_state_dict(state["optimizers"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.counters = Counters(**state["counters"])
+        mine = state["ranks"][self.ctx.rank]
+        self.loader.load_state_dict(mine["data"])
+        restore_rng_state(mine["rng"])
+        saved = mine["lstm_state"]
+        self.steps.lstm_state = (
+            None if saved is None else tuple(s.to(self.ctx.device) for s in saved)
+        )
+
+    def save_checkpoint(self) -> None:
+        state = self.state_dict()
+        if self.ctx.is_main:
+            self.checkpoints.save(state, self.counters.step)
+        self._last_checkpoint = self.counters.step
+        self.ctx.barrier()
+
+    # ---- validation -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        """Full-softmax perplexity on the validation stream (EMA weights), token-weighted over
+        all ranks; at most `trainer.val_max_batches` windows per row."""
+        if self.valid is None:
+            return None
+        self.model.eval()
+        nll = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
+        count = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
+        state = None
+        with self.ema.averaged_weights() if self.ema is not None else nullcontext():
+            for index, batch in enumerate(self.valid):
+                if (
+                    self.cfg.trainer.val_max_batches is not None
+                    and index >= self.cfg.trainer.val_max_batches
+                ):
+                    break
+                batch = batch.to(self.ctx.device)
+                out = self.model(batch.inputs, batch.targets, state, mask=batch.mask)
+                state = tuple(s.detach() for s in out.state)
+                nll += out.nll_sum.double()
+                count += out.num_tokens.double()
+        self.model.train()
+        totals = torch.stack([nll, count])
+        if self.ctx.is_distributed:
+            dist.all_reduce(totals)
+        return math.exp(totals[0].item() / max(totals[1].item(), 1.0))
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> str:
+        """Train until a budget or a signal stops the run; returns why it stopped:
+        "max_steps", "max_time" or "signal" (the caller saves and exits accordingly)."""
+        trainer_cfg = self.cfg.trainer
+        self.model.train()
+        with PreemptionHandler() as preemption, self._progress_bar() as bar:
+            self._preemption = preemption
+            with logging_redirect_tqdm(loggers=[logging.getLogger("lm1b")]):
+                reason = self._run_steps(trainer_cfg, bar)
+        if reason != "signal" and self._last_validation != self.counters.step:
+            self._validate_and_log()
+        if self._last_checkpoint != self.counters.step:
+            self.save_checkpoint()
+        return reason
+
+    def _run_steps(self, trainer_cfg, bar) -> str:
+        batches = iter(self.loader)
+        window = _Window()
+        last_checkpoint = time.monotonic()
+        while trainer_cfg.max_steps is None or self.counters.step < trainer_cfg.max_steps:
+            started = time.perf_counter()
+            batch = next(batches).to(self.ctx.device, non_blocking=True)
+            window.data_seconds += time.perf_counter() - started
+            votes = [
+                float(self._preemption.requested()),
+                float(self._out_of_time(started)),
+                float(
+                    time.monotonic() - last_checkpoint >= 60 * trainer_cfg.checkpoint_every_minutes
+                ),
+            ]
+            result = self.steps.run(batch, self.counters.step + 1, votes)
+            self._count(result, window, started)
+            bar.update(1)
+            if result.votes[_SIGNAL]:
+                # Agree on which signal (SIGUSR1 anywhere means requeue), then stop here.
+                self._preemption.should_stop(self.ctx.all_reduce_max)
+                self.requeue = self._preemption.requeue_requested
+                logger.warning(
+                    "stop requested by %s at step %d",
+                    self._preemption.signal_name,
+                    self.counters.step,
+                )
+                return "signal"
+            self._after_step(window, bar)
+            step = self.counters.step
+            if (
+                trainer_cfg.checkpoint_every and step % trainer_cfg.checkpoint_every == 0
+            ) or result.votes[_CHECKPOINT_DUE]:
+                self.save_checkpoint()
+                last_checkpoint = time.monotonic()
+            self._maybe_crash(step)
+            if result.votes[_OUT_OF_TIME]:
+                return "max_time"
+            if self.cfg.testing.sleep_per_step:
+                time.sleep(self.cfg.testing.sleep_per_step)
+        return "max_steps"
+
+    def _out_of_time(self, now: float) -> bool:
+        budget = self.cfg.trainer.max_time
+        return budget is not None and self.counters.train_seconds >= budget
+
+    def _count(self, result, window: _Window, started: float) -> None:
+        counters = self.counters
+        counters.step += 1
+        elapsed = time.perf_counter() - started
+        counters.train_seconds += elapsed
+        window.add(result, elapsed)
+        if result.skipped:
+            counters.skipped_steps += 1
+            counters.consecutive_skips += 1
+            logger.warning("step %d skipped: non-finite loss or gradient", counters.step)
+            if counters.consecutive_skips >= self.cfg.trainer.max_consecutive_skips:
+                raise FloatingPointError(
+                    f"step {counters.step}: {counters.consecutive_skips} consecutive steps had a "
+                    "non-finite loss or gradient (trainer.max_consecutive_skips); stopping"
+                )
+        else:
+            counters.consecutive_skips = 0
+
+    def _after_step(self, window: _Window, bar) -> None:
+        step = self.counters.step
+        if self.cfg.trainer.val_every and step % self.cfg.trainer.val_every == 0:
+            self._validate_and_log()
+        if step % self.cfg.trainer.log_every == 0:
+            scalars = window.scalars(self.tokens_per_step)
+            scalars.update(
+                {"optim/lr": self.optimizers.lr, "optim/skipped_steps": self.counters.skipped_steps}
+            )
+            bar.set_postfix(
+                loss=f"{scalars['train/loss']:.3f}", wps=f"{scalars['train/words_per_sec']:.0f}"
+            )
+            if self.ctx.is_main:
+                logger.info(
+                    "step %d | loss %.4f | %.0f words/s | grad norm %.3f | skipped %d",
+                    step,
+                    scalars["train/loss"],
+                    scalars["train/words_per_sec"],
+                    scalars["optim/grad_norm"],
+                    self.counters.skipped_steps,
+                )
+                if self.metrics is not None:
+                    self.metrics.write(step, scalars)
+            window.reset()
+
+    def _validate_and_log(self) -> None:
+        self._last_validation = self.counters.step
+        ppl = self.validate()
+        if ppl is None or not self.ctx.is_main:
+            return
+        logger.info("step %d | validation perplexity %.2f", self.counters.step, ppl)
+        if self.metrics is not None:
+            self.metrics.write(self.counters.step, {"val/ppl": ppl})
+            self.metrics.flush()
+
+    def _maybe_crash(self, step: int) -> None:
+        """Fault injection for the elastic-restart test: only on torchrun's first attempt."""
+        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if self.cfg.testing.crash_at_step == step and first_attempt:
+            raise RuntimeError(f"injected crash after step {step} (testing.crash_at_step)")
+
+    def _progress_bar(self):
+        enabled = self.ctx.is_main and self.cfg.logger.progress_bar
+        return tqdm(
+            total=self.cfg.trainer.max_steps,
+            initial=self.counters.step,
+            disable=not enabled,
+            unit="step",
+            dynamic_ncols=True,
+        )
+
+
+class _Window:
+    """Sums over the steps since the last log line."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.loss_sum = 0.0
+        self.seconds = 0.0
+        self.data_seconds = 0.0
+        self.grad_norm = 0.0
+
+    def add(self, result, seconds: float) -> None:
+        if not result.skipped:
+            self.steps += 1
+            self.loss_sum += result.loss
+            self.grad_norm = result.grad_norm
+        self.seconds += seconds
+
+    def scalars(self, tokens_per_step: int) -> dict[str, float]:
+        loss = self.loss_sum / max(self.steps, 1)
+        seconds = max(self.seconds, 1e-9)
+        return {
+            "train/loss": loss,
+            "train/ppl": math.exp(min(loss, 50.0)),
+            "train/words_per_sec": self.steps * tokens_per_step / seconds,
+            "optim/grad_norm": self.grad_norm,
+            "perf/data_wait_fraction": min(self.data_seconds / seconds, 1.0),
+        }

@@ -1,0 +1,90 @@
+"""Optimizers of the recipe: one for the dense LSTM weights, one for the vocabulary tables.
+
+The tables get their own optimizer because PyTorch's foreach Adagrad falls back to its slow
+path for a whole parameter group as soon as one gradient is sparse; with row-sparse
+gradients, Adagrad (or SparseAdam) updates only the rows a step touched.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lm1b.config.optim import OptimConfig
+
+
+def lstm_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Gate weights, gate biases and projections: clipped, averaged (EMA) and DDP-reduced."""
+    return list(model.rnn.parameters())
+
+
+def table_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The embedding and softmax tables (weight (V, p), bias (V, 1))."""
+    return list(model.embedding.parameters()) + list(model.softmax.parameters())
+
+
+def _dense_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.name == "adagrad":
+        return torch.optim.Adagrad(
+            params, lr=cfg.lr, initial_accumulator_value=cfg.initial_accumulator
+        )
+    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def _table_optimizers(
+    params: list[nn.Parameter], sparse: bool, cfg: OptimConfig
+) -> list[torch.optim.Optimizer]:
+    if not params:
+        return []
+    if cfg.name == "adagrad":
+        # foreach=False: the single-tensor path is the one with a row-sparse update.
+        return [
+            torch.optim.Adagrad(
+                params, lr=cfg.lr, initial_accumulator_value=cfg.initial_accumulator, foreach=False
+            )
+        ]
+    if sparse:
+        return [torch.optim.SparseAdam(params, lr=cfg.lr, betas=tuple(cfg.betas))]
+    return [torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))]
+
+
+class Optimizers:
+    """The dense optimizer and the table optimizers, stepped and saved together."""
+
+    def __init__(self, model: nn.Module, cfg: OptimConfig) -> None:
+        tables = table_parameters(model)
+        sparse = [p for p in tables if _has_sparse_grad(model, p)]
+        dense_tables = [p for p in tables if not _has_sparse_grad(model, p)]
+        self.optimizers = [_dense_optimizer(lstm_parameters(model), cfg)]
+        self.optimizers += _table_optimizers(sparse, True, cfg)
+        self.optimizers += _table_optimizers(dense_tables, False, cfg)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizers[0].param_groups[0]["lr"]
+
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def state_dict(self) -> list[dict]:
+        return [optimizer.state_dict() for optimizer in self.optimizers]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        if len(states) != len(self.optimizers):
+            raise ValueError(
+                f"{len(states)} optimizer states for {len(self.optimizers)} optimizers"
+            )
+        for optimizer, state in zip(self.optimizers, states, strict=True):
+            optimizer.load_state_dict(state)
+
+
+def _has_sparse_grad(model: nn.Module, param: nn.Parameter) -> bool:
+    """Whether the module owning `param` produces row-sparse gradients."""
+    if any(param is p for p in model.embedding.parameters()):
+        return bool(model.embedding.sparse)
+    return bool(model.softmax.sparse)

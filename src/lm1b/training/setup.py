@@ -1,0 +1,137 @@
+"""Building a training run from its config: files, tokenizer, model, data, resume state.
+
+Order matters for the promises the trainer makes: the data files are resolved before anything
+is built (a bad glob fails in a second), the output directory is proven writable before
+training, the model is initialised from the same seed on every rank, and the random streams
+are restored last, so a resumed run draws exactly what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from lm1b.config import TrainConfig
+from lm1b.data.build import build_eval_stream, build_train_loader, resolve_data_files
+from lm1b.models.language_model import build_language_model
+from lm1b.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state, tokenizer_state
+from lm1b.training.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    load_checkpoint,
+    resolve_checkpoint,
+)
+from lm1b.training.distributed import DistContext
+from lm1b.training.loop import Trainer
+from lm1b.training.metrics import MetricsWriter
+
+logger = logging.getLogger(__name__)
+
+
+def find_resume_checkpoint(cfg: TrainConfig, ctx: DistContext, checkpoints: CheckpointManager):
+    """The checkpoint to resume from (every rank loads the file rank 0 chose), or None."""
+    resume = cfg.trainer.resume
+    path = None
+    if ctx.is_main and resume == "auto":
+        found = checkpoints.latest()
+        if found is None and checkpoints.paths():
+            # Starting afresh would let retention delete files someone may want to recover.
+            raise CheckpointError(
+                f"{checkpoints.directory} holds checkpoints but none is valid; move them away "
+                "or pass trainer.resume=never"
+            )
+        path = None if found is None else str(found[0])
+    elif ctx.is_main and resume != "never":
+        path = str(resolve_checkpoint(resume))
+    path = ctx.broadcast_object(path)
+    if path is None:
+        return None
+    logger.info("resuming from %s", path)
+    return load_checkpoint(path)
+
+
+def _tokenizer(cfg: TrainConfig, ctx: DistContext, train_files, run_dir: Path, checkpoint):
+    """From the checkpoint when resuming; otherwise built (or loaded) on rank 0 first."""
+    if checkpoint is not None:
+        return tokenizer_from_state(checkpoint["tokenizer"])
+    tokenizer = None
+    if ctx.is_main:
+        tokenizer = build_tokenizer(cfg.data, train_files, cache_dir=run_dir)
+    ctx.barrier()
+    return tokenizer or build_tokenizer(cfg.data, train_files, cache_dir=run_dir)
+
+
+def _build_model(cfg: TrainConfig, ctx: DistContext, tokenizer: Tokenizer, checkpoint):
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = build_language_model(cfg.model, vocab_size=tokenizer.vocab_size).to(ctx.device)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+    if ctx.is_distributed:
+        # Only the dense stack: the vocabulary tables' sparse rows are exchanged by the step.
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        model.rnn = DistributedDataParallel(model.rnn, device_ids=device_ids)
+    return model
+
+
+def build_trainer(
+    cfg: TrainConfig, ctx: DistContext, run_dir: Path, config_container: dict, config_yaml: str
+) -> Trainer:
+    """Everything a run needs, restored from the newest checkpoint when there is one."""
+    files = resolve_data_files(cfg.data)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.trainer.keep_last)
+    if ctx.is_main:
+        checkpoints.check_writable()
+    checkpoint = find_resume_checkpoint(cfg, ctx, checkpoints)
+    tokenizer = _tokenizer(cfg, ctx, files["train"], run_dir, checkpoint)
+    model = _build_model(cfg, ctx, tokenizer, checkpoint)
+    loader = build_train_loader(
+        cfg.data,
+        files["train"],
+        tokenizer,
+        seed=cfg.seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        pin_memory=ctx.device.type == "cuda",
+    )
+    valid = None
+    if "valid" in files and cfg.trainer.val_every:
+        valid = build_eval_stream(
+            cfg.data, files["valid"], tokenizer, rank=ctx.rank, world_size=ctx.world_size
+        )
+    resume_step = 0 if checkpoint is None else checkpoint["counters"]["step"]
+    metrics = None
+    if ctx.is_main:
+        metrics = MetricsWriter(
+            run_dir, tensorboard=cfg.logger.tensorboard, resume_step=resume_step
+        )
+        if resume_step == 0:
+            metrics.write_hparams(_hparams(cfg, model), config_yaml)
+    static_state = {"config": config_container, "tokenizer": tokenizer_state(tokenizer)}
+    trainer = Trainer(cfg, ctx, model, loader, valid, checkpoints, metrics, static_state)
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint)
+    else:
+        torch.manual_seed(cfg.seed + 7919 * ctx.rank)  # dropout streams differ between ranks
+    return trainer
+
+
+def _hparams(cfg: TrainConfig, model) -> dict:
+    m = cfg.model
+    return {
+        "experiment": cfg.name,
+        "model/type": m.type,
+        "model/state_size": m.state_size,
+        "model/projection_size": m.projection_size,
+        "model/factor_rank": m.factor_rank or 0,
+        "model/num_groups": str(m.groups_per_layer()),
+        "model/num_sampled": m.num_sampled,
+        "model/rnn_parameters": sum(p.numel() for p in model.rnn.parameters()),
+        "data/batch_size": cfg.data.batch_size,
+        "data/num_steps": cfg.data.num_steps,
+        "optim/name": cfg.optim.name,
+        "optim/lr": cfg.optim.lr,
+        "seed": cfg.seed,
+    }

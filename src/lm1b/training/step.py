@@ -1,0 +1,125 @@
+"""One optimisation step of the recipe, taken identically on every rank.
+
+forward (sampled softmax, one sample set shared by all ranks) -> backward (DDP averages the
+LSTM gradients) -> the vocabulary tables' row-sparse gradients averaged over ranks -> the
+original code's scalings -> global-norm clipping of the LSTM gradients -> one all-reduce of
+the step's flags (non-finite, and the loop's stop/checkpoint votes) -> optimizer step and EMA,
+or a skipped step on every rank.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lm1b.config import TrainConfig
+from lm1b.data.batch import Batch
+from lm1b.training.distributed import DistContext
+from lm1b.training.ema import ExponentialMovingAverage
+from lm1b.training.optim import Optimizers, lstm_parameters, table_parameters
+from lm1b.training.sparse_sync import average_sparse_gradient
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class StepResult:
+    loss: float  # this rank's mean sampled-softmax loss
+    grad_norm: float  # global norm of the LSTM gradients before clipping
+    skipped: bool  # some rank saw a non-finite loss or gradient: nobody stepped
+    votes: list[float]  # the loop's votes, each the maximum over ranks
+
+
+class StepRunner:
+    """Owns what a step carries to the next: the LSTM state of every row."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizers: Optimizers,
+        ema: ExponentialMovingAverage | None,
+        cfg: TrainConfig,
+        ctx: DistContext,
+    ) -> None:
+        self.model = model
+        self.optimizers = optimizers
+        self.ema = ema
+        self.cfg = cfg
+        self.ctx = ctx
+        self.lstm_params = lstm_parameters(model)
+        self.tables = table_parameters(model)
+        self.rows_per_rank = cfg.data.batch_size // ctx.world_size
+        # Seeded from (seed, step) on every rank: one sample set for all, and nothing to save.
+        self.sample_generator = torch.Generator(device=ctx.device)
+        self.lstm_state: State | None = None
+
+    def _autocast(self):
+        if self.cfg.trainer.precision != "bf16":
+            return nullcontext()
+        return torch.autocast(device_type=self.ctx.device.type, dtype=torch.bfloat16)
+
+    def _forward_backward(self, batch: Batch, step: int) -> torch.Tensor:
+        self.sample_generator.manual_seed(self.cfg.seed * 1_000_003 + step)
+        with self._autocast():
+            out = self.model(
+                batch.inputs, batch.targets, self.lstm_state, generator=self.sample_generator
+            )
+        self.lstm_state = tuple(s.detach() for s in out.state)
+        loss = self._inject_nan(out.loss, step)
+        scale = self.cfg.data.num_steps if self.cfg.optim.scale_loss_by_num_steps else 1
+        (loss * scale).backward()
+        return loss.detach()
+
+    def _inject_nan(self, loss: torch.Tensor, step: int) -> torch.Tensor:
+        testing = self.cfg.testing
+        hit = testing.nan_every_step or testing.nan_at_step == step
+        on_rank = testing.nan_on_rank is None or testing.nan_on_rank == self.ctx.rank
+        return loss * float("nan") if hit and on_rank else loss
+
+    def _sync_tables(self) -> bool:
+        """Average the tables' gradients over ranks; True if all of them are finite."""
+        finite = True
+        for param in self.tables:
+            if self.ctx.is_distributed:
+                if param.grad is None or param.grad.is_sparse:
+                    # None: this rank touched no row, but it still takes part in the exchange.
+                    average_sparse_gradient(param, self.ctx.world_size)
+                else:
+                    dist.all_reduce(param.grad)
+                    param.grad.div_(self.ctx.world_size)
+            grad = param.grad
+            if grad is not None:
+                values = grad.coalesce().values() if grad.is_sparse else grad
+                finite = finite and bool(torch.isfinite(values).all())
+        if self.cfg.optim.scale_embedding_grad_by_batch:
+            grad = self.model.embedding.weight.grad
+            if grad is not None:
+                grad.mul_(self.rows_per_rank)  # f-lm multiplied by the per-GPU batch size
+        return finite
+
+    def run(self, batch: Batch, step: int, votes: list[float]) -> StepResult:
+        """Take step number `step` (1-based) on `batch`; `votes` are reduced with MAX across
+        ranks in the same collective as the non-finite flag."""
+        loss = self._forward_backward(batch, step)
+        tables_finite = self._sync_tables()
+        max_norm = self.cfg.optim.max_grad_norm or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.lstm_params, max_norm)
+        local_bad = not (tables_finite and torch.isfinite(loss) and torch.isfinite(grad_norm))
+        flags = torch.tensor([float(local_bad), *votes], device=self.ctx.device)
+        if self.ctx.is_distributed:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        skipped = bool(flags[0].item())
+        if skipped:
+            # A NaN forward may have poisoned the carried state: restart the rows from zeros.
+            self.lstm_state = None
+        else:
+            self.optimizers.step()
+            if self.ema is not None:
+                self.ema.update()
+        self.optimizers.zero_grad()
+        return StepResult(loss.item(), grad_norm.item(), skipped, flags[1:].tolist())
