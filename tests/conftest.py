@@ -29,6 +29,36 @@ def sample_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory) -> Path:
+    """A small corpus from the known Markov source, in LM1B layout, with its vocab.txt."""
+    from lm1b.data.synthetic import generate_corpus
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_corpus(
+        root,
+        vocab_size=100,
+        num_train_shards=4,
+        sentences_per_shard=200,
+        num_heldout_shards=2,
+        heldout_sentences_per_shard=60,
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides(synthetic_corpus) -> list[str]:
+    """Hydra overrides for a seconds-long tiny run on `synthetic_corpus`, quiet and short."""
+    return [
+        "experiment=tiny",
+        f"data.root={synthetic_corpus}",
+        f"data.vocab_file={synthetic_corpus / 'vocab.txt'}",
+        "logger.progress_bar=false",
+        "trainer.val_every=0",
+        "trainer.log_every=1",
+    ]
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     """Single-threaded, seeded torch for every test, so results do not depend on the machine."""

@@ -26,9 +26,7 @@ def test_every_experiment_composes_at_every_size(experiment, size):
 
 
 def test_paper_experiments_define_their_variant():
-    variants = {
-        name: compose_config([f"experiment={name}"]).model for name in PAPER
-    }
+    variants = {name: compose_config([f"experiment={name}"]).model for name in PAPER}
     assert variants["biglstm"].type == "biglstm"
     assert (variants["flstm_r512"].type, variants["flstm_r512"].factor_rank) == ("flstm", 512)
     assert variants["glstm_k2"].groups_per_layer() == [2, 2]

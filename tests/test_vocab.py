@@ -14,7 +14,9 @@ def _write(tmp_path, text, name="vocab.txt"):
 
 
 def _heldout(sample_dir, shard):
-    return sample_dir / f"heldout-monolingual.tokenized.shuffled/news.en.heldout-000{shard}-of-00050"
+    return (
+        sample_dir / f"heldout-monolingual.tokenized.shuffled/news.en.heldout-000{shard}-of-00050"
+    )
 
 
 @pytest.mark.sample

@@ -45,7 +45,9 @@ class Vocabulary:
             raise VocabularyError(f"duplicate words: {duplicates[:5]}")
         missing = [s for s in SPECIALS if s not in self._ids]
         if missing:
-            raise VocabularyError(f"missing special tokens {missing}; every vocabulary needs {SPECIALS}")
+            raise VocabularyError(
+                f"missing special tokens {missing}; every vocabulary needs {SPECIALS}"
+            )
         self.bos_id = self._ids[BOS]
         self.eos_id = self._ids[EOS]
         self.unk_id = self._ids[UNK]
@@ -85,6 +87,7 @@ class Vocabulary:
         words: list[str] = []
         counts: list[int] = []
         first_line: dict[str, int] = {}
+        previous: tuple[str, int] | None = None  # the last non-special entry
         with path.open("rb") as handle:
             for line_number, raw in enumerate(handle, start=1):
                 word, count = _parse_line(path, line_number, raw)
@@ -93,7 +96,9 @@ class Vocabulary:
                         f"{path}:{line_number}: duplicate word {word!r} "
                         f"(first on line {first_line[word]})"
                     )
-                _check_order(path, line_number, word, count, words, counts)
+                _check_order(path, line_number, word, count, previous)
+                if word not in SPECIALS:
+                    previous = (word, count)
                 first_line[word] = line_number
                 words.append(word)
                 counts.append(count)
@@ -111,7 +116,7 @@ class Vocabulary:
         with tempfile.NamedTemporaryFile(
             "w", encoding="utf-8", newline="\n", dir=path.parent, delete=False, suffix=".tmp"
         ) as handle:
-            handle.writelines(f"{w} {c}\n" for w, c in zip(self.words, self.counts))
+            handle.writelines(f"{w} {c}\n" for w, c in zip(self.words, self.counts, strict=True))
         os.replace(handle.name, path)
 
 
@@ -131,17 +136,16 @@ def _parse_line(path: Path, line_number: int, raw: bytes) -> tuple[str, int]:
 
 
 def _check_order(
-    path: Path, line_number: int, word: str, count: int, words: list[str], counts: list[int]
+    path: Path, line_number: int, word: str, count: int, previous: tuple[str, int] | None
 ) -> None:
-    """Counts must not increase down the file; specials may stand anywhere (some files list
-    them first with count 0)."""
-    if word in SPECIALS:
+    """Counts must not increase down the file; `previous` is the last non-special entry.
+    Specials may stand anywhere (some files list them first with count 0)."""
+    if word in SPECIALS or previous is None:
         return
-    previous = [(w, c) for w, c in zip(reversed(words), reversed(counts)) if w not in SPECIALS][:1]
-    if previous and count > previous[0][1]:
+    if count > previous[1]:
         raise VocabularyError(
             f"{path}:{line_number}: {word!r} has count {count} above the previous word's "
-            f"{previous[0][1]}: entries must be sorted by decreasing count"
+            f"{previous[1]}: entries must be sorted by decreasing count"
         )
 
 
@@ -200,7 +204,10 @@ def build_vocabulary(
     special_counts[UNK] += sum(counts.values()) - sum(c for _, c in kept)
     entries = sorted(kept + list(special_counts.items()), key=_frequency_order)
     logger.info(
-        "vocabulary: %d entries from %d sentences in %d files", len(entries), num_sentences, len(paths)
+        "vocabulary: %d entries from %d sentences in %d files",
+        len(entries),
+        num_sentences,
+        len(paths),
     )
     return Vocabulary([w for w, _ in entries], [c for _, c in entries])
 

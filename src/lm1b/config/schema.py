@@ -28,6 +28,7 @@ class TestingConfig:
     nan_every_step: bool = False  # make every loss NaN (a NaN storm)
     nan_on_rank: int | None = None  # restrict the NaN to one rank (None: every rank)
     sleep_per_step: float = 0.0  # seconds; lets a test signal a run mid-way
+    check_replicas: bool = False  # after every step, fail unless all ranks hold equal weights
 
 
 @dataclass

@@ -26,13 +26,13 @@ _FIRST_DRAW_MARGIN = 1.1
 _EXTRA_DRAW_FRACTION = 0.25
 
 
-def log_uniform_prob(ids: Tensor, vocab_size: int) -> Tensor:
-    """P(k) = log((k + 2) / (k + 1)) / log(V + 1) for ids k in [0, V), as float32.
+def log_uniform_prob(ids: Tensor, vocab_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """P(k) = log((k + 2) / (k + 1)) / log(V + 1) for ids k in [0, V), in `dtype`.
 
     Written with log1p: `log(k + 2) - log(k + 1)` loses all its digits to cancellation in
     float32 for the rare ids of a large vocabulary.
     """
-    k = ids.to(torch.float32)
+    k = ids.to(dtype)
     return torch.log1p(1.0 / (k + 1.0)) / math.log1p(vocab_size)
 
 
@@ -93,7 +93,9 @@ class LogUniformSampler:
         by half an id, since the expectation only reaches V in the limit.
         """
         if self._expected_tries is None:
-            log_keep = torch.log1p(-_all_probs(self.vocab_size))  # (V,) float64
+            every_id = torch.arange(self.vocab_size, device="cpu")
+            p = log_uniform_prob(every_id, self.vocab_size, torch.float64)  # (V,)
+            log_keep = torch.log1p(-p)
             target = min(float(self.num_sampled), self.vocab_size - 0.5)
 
             def expected_distinct(n: float) -> float:
@@ -121,17 +123,22 @@ class LogUniformSampler:
         draw_device = generator.device if generator is not None else torch.device(device or "cpu")
         first_batch = math.ceil(_FIRST_DRAW_MARGIN * self.expected_tries())
         extra_batch = math.ceil(_EXTRA_DRAW_FRACTION * first_batch)
-        draws = self._draw(first_batch, generator, draw_device)  # (N,) int64
+        draws = self.draw_with_replacement(first_batch, generator, draw_device)  # (N,) int64
         while True:
-            found = self._first_distinct(draws)
+            found = first_distinct(draws, self.num_sampled)
             if found is not None:
                 ids, tries = found
                 return CandidateSample(ids.to(device or draw_device), tries, self.vocab_size)
-            more = self._draw(extra_batch, generator, draw_device)
+            more = self.draw_with_replacement(extra_batch, generator, draw_device)
             draws = torch.cat([draws, more])
 
-    def _draw(self, count: int, generator: torch.Generator | None, device) -> Tensor:
-        """`count` independent log-uniform ids, exactly as TF: floor(exp(u log(V+1))) - 1 mod V.
+    def draw_with_replacement(
+        self,
+        count: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """`count` independent log-uniform ids, as TF: floor(exp(u log(V + 1))) - 1, mod V.
 
         float64 throughout: in float32, exp() rounds across integer boundaries near V.
         """
@@ -139,23 +146,20 @@ class LogUniformSampler:
         ids = torch.exp(u * math.log1p(self.vocab_size)).floor().long() - 1
         return ids.remainder(self.vocab_size)  # TF's guard against round-off reaching V
 
-    def _first_distinct(self, draws: Tensor) -> tuple[Tensor, int] | None:
-        """The first S distinct ids of the draw stream and the 1-based index of the S-th.
 
-        Returns None when the stream holds fewer than S distinct ids.
-        """
-        distinct, inverse = torch.unique(draws, return_inverse=True)  # (U,), (N,)
-        if distinct.numel() < self.num_sampled:
-            return None
-        positions = torch.arange(draws.numel(), device=draws.device)
-        first_seen = torch.full_like(distinct, draws.numel())
-        first_seen.scatter_reduce_(0, inverse, positions, reduce="amin")  # (U,)
-        order = torch.argsort(first_seen)[: self.num_sampled]  # (S,) earliest first
-        tries = int(first_seen[order[-1]]) + 1
-        return distinct[order], tries
+def first_distinct(draws: Tensor, num: int) -> tuple[Tensor, int] | None:
+    """The first `num` distinct ids of a draw stream, in order, and the 1-based index of the
+    draw that produced the last of them (TF's "tries"); None if the stream has fewer.
 
-
-def _all_probs(vocab_size: int) -> Tensor:
-    """P(k) for every id, in float64 on CPU (for the expected-tries solve only)."""
-    k = torch.arange(vocab_size, dtype=torch.float64)
-    return torch.log1p(1.0 / (k + 1.0)) / math.log1p(vocab_size)
+    draws (N,) int64 -> ids (num,) int64. Vectorised: unique ids, the first position of each
+    by scatter-min, then the `num` earliest first positions.
+    """
+    distinct, inverse = torch.unique(draws, return_inverse=True)  # (U,), (N,)
+    if distinct.numel() < num:
+        return None
+    positions = torch.arange(draws.numel(), device=draws.device)
+    first_seen = torch.full_like(distinct, draws.numel())
+    first_seen.scatter_reduce_(0, inverse, positions, reduce="amin")  # (U,)
+    order = torch.argsort(first_seen)[:num]  # (num,) earliest first
+    tries = int(first_seen[order[-1]]) + 1
+    return distinct[order], tries

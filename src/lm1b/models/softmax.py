@@ -118,13 +118,22 @@ def _chunked_logsumexp(hidden: Tensor, weight: Tensor, bias: Tensor, vocab_chunk
     return running
 
 
-class SoftmaxLayer(nn.Module):
-    """Output layer: weight (V, p) and bias stored as a (V, 1) table.
+def uniform_unit_scaling_(table: Tensor) -> Tensor:
+    """f-lm's initialisation of a (V, ...) vocabulary table, in place: U(-sqrt(3/V), sqrt(3/V)).
 
-    Initialisation follows f-lm (TensorFlow's `uniform_unit_scaling_initializer` on a (V, p)
-    table, and the same limit for the bias): U(-sqrt(3 / V), sqrt(3 / V)). The initial logits
-    are then nearly zero, so training starts from the uniform prediction, loss ~ log V.
+    This is TensorFlow's `uniform_unit_scaling_initializer` (factor 1) on a (V, p) table,
+    whose input size is V; TF's default Glorot initialiser gives a 1-D (V,) bias the same
+    limit. Small tables make the first logits nearly zero: training starts from the uniform
+    prediction (loss ~ log V) and the embedding starts small.
     """
+    limit = math.sqrt(3.0 / table.shape[0])
+    return nn.init.uniform_(table, -limit, limit)
+
+
+class SoftmaxLayer(nn.Module):
+    """Output layer: weight (V, p) and bias stored as a (V, 1) table, both initialised by
+    `uniform_unit_scaling_` as in f-lm. With `sparse`, the sampled loss gives both tables
+    row-sparse gradients."""
 
     def __init__(self, vocab_size: int, dim: int, sparse: bool = False) -> None:
         super().__init__()
@@ -134,9 +143,8 @@ class SoftmaxLayer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        limit = math.sqrt(3.0 / self.weight.shape[0])
-        nn.init.uniform_(self.weight, -limit, limit)
-        nn.init.uniform_(self.bias, -limit, limit)
+        uniform_unit_scaling_(self.weight)
+        uniform_unit_scaling_(self.bias)
 
     def sampled_loss(
         self, hidden: Tensor, targets: Tensor, sample: CandidateSample, mask: Tensor | None = None

@@ -183,48 +183,61 @@ class Trainer:
     def _run_steps(self, trainer_cfg, bar) -> str:
         batches = iter(self.loader)
         window = _Window()
-        last_checkpoint = time.monotonic()
+        self._last_checkpoint_time = time.monotonic()
         while trainer_cfg.max_steps is None or self.counters.step < trainer_cfg.max_steps:
             started = time.perf_counter()
             batch = next(batches).to(self.ctx.device, non_blocking=True)
             window.data_seconds += time.perf_counter() - started
-            votes = [
-                float(self._preemption.requested()),
-                float(self._out_of_time(started)),
-                float(
-                    time.monotonic() - last_checkpoint >= 60 * trainer_cfg.checkpoint_every_minutes
-                ),
-            ]
-            result = self.steps.run(batch, self.counters.step + 1, votes)
+            result = self.steps.run(batch, self.counters.step + 1, self._votes())
             self._count(result, window, started)
             bar.update(1)
+            self._log(window, bar)
             if result.votes[_SIGNAL]:
-                # Agree on which signal (SIGUSR1 anywhere means requeue), then stop here.
-                self._preemption.should_stop(self.ctx.all_reduce_max)
-                self.requeue = self._preemption.requeue_requested
-                logger.warning(
-                    "stop requested by %s at step %d",
-                    self._preemption.signal_name,
-                    self.counters.step,
-                )
+                self._agree_on_signal()
                 return "signal"
-            self._after_step(window, bar)
-            step = self.counters.step
-            if (
-                trainer_cfg.checkpoint_every and step % trainer_cfg.checkpoint_every == 0
-            ) or result.votes[_CHECKPOINT_DUE]:
-                self.save_checkpoint()
-                last_checkpoint = time.monotonic()
-            self._maybe_crash(step)
+            self._validate_and_checkpoint_if_due(result.votes[_CHECKPOINT_DUE])
+            self._run_test_hooks()
             if result.votes[_OUT_OF_TIME]:
                 return "max_time"
-            if self.cfg.testing.sleep_per_step:
-                time.sleep(self.cfg.testing.sleep_per_step)
         return "max_steps"
 
-    def _out_of_time(self, now: float) -> bool:
+    def _votes(self) -> list[float]:
+        """This rank's view of the signal, the time budget and the checkpoint timer."""
         budget = self.cfg.trainer.max_time
-        return budget is not None and self.counters.train_seconds >= budget
+        since_checkpoint = time.monotonic() - self._last_checkpoint_time
+        return [
+            float(self._preemption.requested()),
+            float(budget is not None and self.counters.train_seconds >= budget),
+            float(since_checkpoint >= 60 * self.cfg.trainer.checkpoint_every_minutes),
+        ]
+
+    def _agree_on_signal(self) -> None:
+        """Every rank learns which signal stopped the run (SIGUSR1 anywhere means requeue)."""
+        self._preemption.should_stop(self.ctx.all_reduce_max)
+        self.requeue = self._preemption.requeue_requested
+        name = self._preemption.signal_name
+        logger.warning("stop requested by %s at step %d", name, self.counters.step)
+
+    def _validate_and_checkpoint_if_due(self, checkpoint_timer_expired: float) -> None:
+        step, trainer_cfg = self.counters.step, self.cfg.trainer
+        if trainer_cfg.val_every and step % trainer_cfg.val_every == 0:
+            self._validate_and_log()
+        every = trainer_cfg.checkpoint_every
+        if (every and step % every == 0) or checkpoint_timer_expired:
+            self.save_checkpoint()
+            self._last_checkpoint_time = time.monotonic()
+
+    def _run_test_hooks(self) -> None:
+        testing = self.cfg.testing
+        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if testing.crash_at_step == self.counters.step and first_attempt:
+            raise RuntimeError(
+                f"injected crash after step {self.counters.step} (testing.crash_at_step)"
+            )
+        if testing.check_replicas:
+            self._check_replicas()
+        if testing.sleep_per_step:
+            time.sleep(testing.sleep_per_step)
 
     def _count(self, result, window: _Window, started: float) -> None:
         counters = self.counters
@@ -244,10 +257,8 @@ class Trainer:
         else:
             counters.consecutive_skips = 0
 
-    def _after_step(self, window: _Window, bar) -> None:
+    def _log(self, window: _Window, bar) -> None:
         step = self.counters.step
-        if self.cfg.trainer.val_every and step % self.cfg.trainer.val_every == 0:
-            self._validate_and_log()
         if step % self.cfg.trainer.log_every == 0:
             scalars = window.scalars(self.tokens_per_step)
             scalars.update(
@@ -279,11 +290,12 @@ class Trainer:
             self.metrics.write(self.counters.step, {"val/ppl": ppl})
             self.metrics.flush()
 
-    def _maybe_crash(self, step: int) -> None:
-        """Fault injection for the elastic-restart test: only on torchrun's first attempt."""
-        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
-        if self.cfg.testing.crash_at_step == step and first_attempt:
-            raise RuntimeError(f"injected crash after step {step} (testing.crash_at_step)")
+    def _check_replicas(self) -> None:
+        """Every rank must hold bitwise the same weights (a test aid: one gather per step)."""
+        digest = [float(p.detach().double().sum()) for p in self.model.parameters()]
+        digests = self.ctx.all_gather_object(digest)
+        if any(d != digests[0] for d in digests):
+            raise RuntimeError(f"step {self.counters.step}: weights differ between ranks")
 
     def _progress_bar(self):
         enabled = self.ctx.is_main and self.cfg.logger.progress_bar

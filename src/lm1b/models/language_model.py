@@ -1,0 +1,150 @@
+"""The language model: embedding -> dropout -> LSTMP stack (dropout after every layer) ->
+output layer, with a sampled-softmax loss in training and the full softmax in evaluation.
+
+It knows nothing about optimizers, distribution or logging: the trainer reads `loss`, the
+evaluator `nll_sum` and `num_tokens`, and both carry `state` (detached) to the next window.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lm1b.config.model import ModelConfig
+from lm1b.models.lstm_stack import build_lstm_stack
+from lm1b.models.sampler import LogUniformSampler
+from lm1b.models.softmax import SoftmaxLayer, uniform_unit_scaling_
+
+State = tuple[Tensor, Tensor]  # h (L, B, p), c (L, B, n)
+
+
+class LMOutput(NamedTuple):
+    """What one window gives, in either mode.
+
+    loss: mean loss over the predicted (unmasked) positions: sampled softmax in training,
+        full softmax in evaluation. float32 scalar.
+    nll_sum: the same loss summed over those positions (float64 in evaluation).
+    num_tokens: the number of predicted positions, int64 scalar.
+    state: the final (h, c), still attached to the graph; detach it between windows.
+    """
+
+    loss: Tensor
+    nll_sum: Tensor
+    num_tokens: Tensor
+    state: State
+
+
+class LanguageModel(nn.Module):
+    """Word-level LSTMP language model with a batch-major API.
+
+    `forward(inputs, targets, state=None, mask=None, generator=None)`: inputs and targets
+    (B, T) int64, mask (B, T) bool (False = padding, not scored). In training mode the loss is
+    the sampled softmax over one sample set of `sampler.num_sampled` ids drawn from
+    `generator` (seed it identically on every rank to share the set); in eval mode it is the
+    full softmax, computed in (token_chunk_size x vocab_chunk_size) blocks.
+    """
+
+    def __init__(
+        self,
+        embedding: nn.Embedding,
+        rnn: nn.Module,
+        softmax: SoftmaxLayer,
+        sampler: LogUniformSampler,
+        dropout: float,
+        token_chunk_size: int = 512,
+        vocab_chunk_size: int = 32768,
+    ) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.rnn = rnn
+        self.softmax = softmax
+        self.sampler = sampler
+        self.dropout = dropout
+        self.token_chunk_size = token_chunk_size
+        self.vocab_chunk_size = vocab_chunk_size
+
+    def forward(
+        self,
+        inputs: Tensor,
+        targets: Tensor,
+        state: State | None = None,
+        mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> LMOutput:
+        """One window: (B, T) ids in, the loss of predicting (B, T) targets out."""
+        # Time-major inside (the stack's layout); transposing the ids is cheaper than the
+        # activations, so targets and mask follow the hidden states' (T, B) order.
+        embedded = self.embedding(inputs.t())  # (T, B, p)
+        embedded = F.dropout(embedded, self.dropout, self.training)
+        outputs, new_state = self.rnn(embedded, state)  # (T, B, p), dropout already applied
+        hidden = outputs.reshape(-1, outputs.shape[-1])  # (T * B, p)
+        flat_targets = targets.t().reshape(-1)  # (T * B,)
+        flat_mask = None if mask is None else mask.t().reshape(-1)
+        if self.training:
+            return self._sampled(hidden, flat_targets, flat_mask, generator, new_state)
+        nll_sum, num_tokens = self.softmax.full_nll(
+            hidden,
+            flat_targets,
+            flat_mask,
+            token_chunk_size=self.token_chunk_size,
+            vocab_chunk_size=self.vocab_chunk_size,
+        )
+        loss = (nll_sum / num_tokens.clamp(min=1)).float()
+        return LMOutput(loss, nll_sum, num_tokens, new_state)
+
+    def _sampled(
+        self,
+        hidden: Tensor,
+        targets: Tensor,
+        mask: Tensor | None,
+        generator: torch.Generator | None,
+        state: State,
+    ) -> LMOutput:
+        """Training loss over one sample set shared by the whole batch."""
+        sample = self.sampler.sample(generator, device=hidden.device)
+        loss = self.softmax.sampled_loss(hidden, targets, sample, mask)
+        num_tokens = targets.new_tensor(targets.numel()) if mask is None else mask.sum()
+        return LMOutput(loss, loss * num_tokens, num_tokens, state)
+
+
+def build_language_model(
+    cfg: ModelConfig,
+    vocab_size: int | None = None,
+    *,
+    token_chunk_size: int = 512,
+    vocab_chunk_size: int = 32768,
+) -> LanguageModel:
+    """The model for `cfg`, with V = `vocab_size` (e.g. from the vocabulary file) or
+    cfg.vocab_size. Vocabulary tables are initialised as in f-lm (`uniform_unit_scaling_`);
+    `cfg.sparse_embedding` gives both the embedding and the softmax tables row-sparse
+    gradients. Builds on the meta device without allocating (nothing is sampled until the
+    first training step)."""
+    vocab = _resolve_vocab_size(cfg, vocab_size)
+    p = cfg.projection_size
+    embedding = nn.Embedding(vocab, p, sparse=cfg.sparse_embedding)
+    uniform_unit_scaling_(embedding.weight)
+    return LanguageModel(
+        embedding=embedding,
+        rnn=build_lstm_stack(cfg),
+        softmax=SoftmaxLayer(vocab, p, sparse=cfg.sparse_embedding),
+        sampler=LogUniformSampler(vocab, cfg.num_sampled),
+        dropout=cfg.dropout,
+        token_chunk_size=token_chunk_size,
+        vocab_chunk_size=vocab_chunk_size,
+    )
+
+
+def _resolve_vocab_size(cfg: ModelConfig, vocab_size: int | None) -> int:
+    """The explicit `vocab_size`, else cfg.vocab_size; an error if neither or they differ."""
+    if vocab_size is None and cfg.vocab_size is None:
+        raise ValueError(
+            "model.vocab_size is null and no vocab_size was given: pass the vocabulary's size"
+        )
+    if vocab_size is not None and cfg.vocab_size is not None and vocab_size != cfg.vocab_size:
+        raise ValueError(
+            f"model.vocab_size={cfg.vocab_size} disagrees with the vocabulary's size {vocab_size}"
+        )
+    return vocab_size if vocab_size is not None else cfg.vocab_size

@@ -1,0 +1,178 @@
+"""The log-uniform sampler against its definition: frequencies, tries, expected counts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lm1b.models.sampler import (
+    CandidateSample,
+    LogUniformSampler,
+    first_distinct,
+    log_expected_count,
+    log_uniform_prob,
+)
+
+# A chi-square statistic with df degrees of freedom has mean df and standard deviation
+# sqrt(2 df); with a fixed seed we accept anything below mean + 5 sd (a false alarm has
+# probability ~1e-6 for a correct sampler, while a wrong one is off by thousands of sd).
+CHI2_SIGMAS = 5.0
+
+
+def _chi2_bound(df: int) -> float:
+    return df + CHI2_SIGMAS * math.sqrt(2 * df)
+
+
+def _chi2(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    expected = probs * counts.sum()
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def _sequential_first_distinct(draws: list[int], num: int) -> tuple[list[int], int]:
+    """TensorFlow's loop: take draws until `num` distinct ids are held; count the draws."""
+    seen: list[int] = []
+    for tries, value in enumerate(draws, start=1):
+        if value not in seen:
+            seen.append(value)
+            if len(seen) == num:
+                return seen, tries
+    raise AssertionError("stream too short")
+
+
+def test_probabilities_sum_to_one_and_match_float64():
+    vocab = 793_471
+    ids = torch.arange(vocab)
+    reference = (torch.log(ids.double() + 2) - torch.log(ids.double() + 1)) / math.log(vocab + 1)
+    probs = log_uniform_prob(ids, vocab)
+    torch.testing.assert_close(probs.double(), reference, rtol=1e-5, atol=0)
+    assert float(log_uniform_prob(ids, vocab, torch.float64).sum()) == pytest.approx(1, abs=1e-9)
+
+
+def test_draw_frequencies_match_probabilities_small_vocab():
+    vocab, draws = 1000, 2_000_000
+    sampler = LogUniformSampler(vocab, num_sampled=10)
+    ids = sampler.draw_with_replacement(draws, torch.Generator().manual_seed(1))
+    counts = torch.bincount(ids, minlength=vocab).double()
+    probs = log_uniform_prob(torch.arange(vocab), vocab, torch.float64)
+    assert _chi2(counts, probs) < _chi2_bound(vocab - 1)
+
+
+def test_draw_frequencies_match_probabilities_full_vocab():
+    """2M draws over the paper's 793,471 ids, binned on a log scale (bin masses telescope:
+    P(lo <= k < hi) = log((hi + 1) / (lo + 1)) / log(V + 1))."""
+    vocab, draws = 793_471, 2_000_000
+    sampler = LogUniformSampler(vocab, num_sampled=8192)
+    ids = sampler.draw_with_replacement(draws, torch.Generator().manual_seed(2))
+    assert int(ids.min()) >= 0 and int(ids.max()) < vocab
+    edges = torch.unique(torch.logspace(0, math.log10(vocab + 1), 80).floor().long() - 1)
+    edges = torch.cat([edges[edges < vocab], torch.tensor([vocab])])  # starts at 0, ends at V
+    counts = torch.bucketize(ids, edges[1:], right=True).bincount(minlength=len(edges) - 1)
+    probs = torch.log((edges[1:] + 1.0).double() / (edges[:-1] + 1.0)) / math.log(vocab + 1)
+    assert float(probs.sum()) == pytest.approx(1.0)
+    assert _chi2(counts.double(), probs) < _chi2_bound(len(probs) - 1)
+
+
+@pytest.mark.parametrize("vocab,num", [(5, 5), (50, 7), (1000, 200)])
+def test_first_distinct_equals_sequential_loop(vocab, num):
+    generator = torch.Generator().manual_seed(vocab)
+    for _ in range(20):
+        draws = torch.randint(0, vocab, (400,), generator=generator)
+        ids, tries = first_distinct(draws, num)
+        expected_ids, expected_tries = _sequential_first_distinct(draws.tolist(), num)
+        assert ids.tolist() == expected_ids and tries == expected_tries
+    assert first_distinct(torch.zeros(10, dtype=torch.long), 2) is None
+
+
+@pytest.mark.parametrize("expected_tries", [None, 30.0])
+def test_sample_equals_sequential_loop_over_its_draws(monkeypatch, expected_tries):
+    """The vectorised sample equals TF's loop over the same stream of draws, also when the
+    first batch falls short (forced by under-estimating the tries) and more are drawn."""
+    sampler = LogUniformSampler(vocab_size=10_000, num_sampled=300)
+    if expected_tries is not None:
+        monkeypatch.setattr(sampler, "_expected_tries", expected_tries)
+    stream: list[int] = []
+    draw = sampler.draw_with_replacement
+
+    def recording_draw(*args, **kwargs):
+        ids = draw(*args, **kwargs)
+        stream.extend(ids.tolist())
+        return ids
+
+    monkeypatch.setattr(sampler, "draw_with_replacement", recording_draw)
+    sample = sampler.sample(torch.Generator().manual_seed(3))
+    expected_ids, expected_tries = _sequential_first_distinct(stream, 300)
+    assert sample.ids.tolist() == expected_ids and sample.tries == expected_tries
+    assert sample.ids.dtype == torch.int64 and sample.vocab_size == 10_000
+
+
+def test_same_seed_same_sample_set():
+    """Ranks seeding their generators identically share one sample set."""
+    sampler = LogUniformSampler(vocab_size=793_471, num_sampled=8192)
+    first = sampler.sample(torch.Generator().manual_seed(7))
+    second = sampler.sample(torch.Generator().manual_seed(7))
+    other = sampler.sample(torch.Generator().manual_seed(8))
+    assert torch.equal(first.ids, second.ids) and first.tries == second.tries
+    assert not torch.equal(first.ids, other.ids)
+    assert first.ids.unique().numel() == 8192
+    # The expected tries solve is close to what is observed (a 1.1x first batch suffices).
+    assert abs(first.tries - sampler.expected_tries()) < 0.05 * sampler.expected_tries()
+
+
+def test_expected_count_is_stable_and_exact():
+    vocab, tries = 793_471, 16_000
+    ids = torch.tensor([0, 1, 10, 1000, 100_000, vocab - 1])
+    p = log_uniform_prob(ids, vocab, torch.float64)
+    reference = torch.log(1 - (1 - p) ** tries)  # fine in float64 for these values
+    torch.testing.assert_close(log_expected_count(ids, vocab, tries).double(), reference)
+    assert torch.isfinite(log_expected_count(ids, vocab, 1)).all()  # Q = P, tiny for the tail
+    assert torch.equal(log_expected_count(ids, vocab, math.inf), torch.zeros(6))
+    exhaustive = CandidateSample.exhaustive(vocab)
+    assert exhaustive.ids.numel() == vocab and exhaustive.log_expected_count(ids).eq(0).all()
+
+
+def test_expected_count_matches_monte_carlo_for_fixed_tries():
+    """Q(k) = P(id k appears in `tries` draws with replacement), estimated over 20,000 runs
+    of 100 draws each; every id within 5 binomial standard deviations."""
+    vocab, tries, runs = 500, 100, 20_000
+    sampler = LogUniformSampler(vocab, num_sampled=10)
+    draws = sampler.draw_with_replacement(runs * tries, torch.Generator().manual_seed(4))
+    run_of_draw = torch.arange(runs).repeat_interleave(tries)
+    appeared = torch.zeros(runs, vocab, dtype=torch.bool)
+    appeared[run_of_draw, draws] = True
+    frequency = appeared.double().mean(0)
+    q = log_expected_count(torch.arange(vocab), vocab, tries).double().exp()
+    std = torch.sqrt(q * (1 - q) / runs)
+    assert float(((frequency - q).abs() / std).max()) < 5.0
+
+
+def test_unique_sampler_inclusion_matches_expected_count():
+    """How often the unique sampler includes id k matches the mean Q(k) at its tries (TF's
+    correction): 3,000 sample sets of 50 from 1,000 ids, within 5 binomial sd per id."""
+    vocab, num, runs = 1000, 50, 3000
+    sampler = LogUniformSampler(vocab, num)
+    generator = torch.Generator().manual_seed(5)
+    every_id = torch.arange(vocab)
+    included = torch.zeros(vocab, dtype=torch.float64)
+    q_sum = torch.zeros(vocab, dtype=torch.float64)
+    for _ in range(runs):
+        sample = sampler.sample(generator)
+        included[sample.ids] += 1
+        q_sum += sample.log_expected_count(every_id).double().exp()
+    frequency, q = included / runs, q_sum / runs
+    std = torch.sqrt(q * (1 - q) / runs)
+    assert float(((frequency - q).abs() / std).max()) < 5.0
+
+
+def test_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="num_sampled"):
+        LogUniformSampler(vocab_size=10, num_sampled=11)
+    with pytest.raises(ValueError, match="num_sampled"):
+        LogUniformSampler(vocab_size=10, num_sampled=0)
+
+
+def test_every_id_can_be_sampled():
+    sample = LogUniformSampler(vocab_size=50, num_sampled=50).sample(torch.Generator())
+    assert sorted(sample.ids.tolist()) == list(range(50))
+    assert sample.tries >= 50

@@ -1,0 +1,132 @@
+"""The training loop in one process: skip policy, clipping, dashboards, bad set-ups
+(RELIABILITY.md #13, #15, #16, #17, #22, #24, #26)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lm1b.config import CONFIG_DIR, compose_config
+from lm1b.training.checkpoint import CheckpointError
+from lm1b.training.distributed import DistContext
+from lm1b.training.optim import lstm_parameters
+from lm1b.training.setup import build_trainer
+
+CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+def make_trainer(run_dir, overrides):
+    cfg = compose_config(overrides)
+    return build_trainer(cfg, CPU, run_dir, {"name": cfg.name}, config_yaml="")
+
+
+def fit_to(trainer, steps: int) -> str:
+    trainer.cfg.trainer.max_steps = steps
+    return trainer.fit()
+
+
+def _snapshot(trainer) -> dict:
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    sums = [s["sum"].clone() for s in trainer.optimizers.optimizers[0].state.values()]
+    return {"weights": weights, "adagrad_sums": sums}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"]) and all(
+        torch.equal(x, y) for x, y in zip(a["adagrad_sums"], b["adagrad_sums"], strict=True)
+    )
+
+
+def test_a_nan_step_is_skipped_and_the_next_one_is_normal(tmp_path, tiny_overrides):
+    trainer = make_trainer(tmp_path, [*tiny_overrides, "optim=adagrad", "testing.nan_at_step=5"])
+    fit_to(trainer, 4)
+    before, position = _snapshot(trainer), trainer.loader.state_dict()
+    fit_to(trainer, 5)
+    assert _same(before, _snapshot(trainer))  # weights and optimizer state untouched
+    assert trainer.counters.skipped_steps == 1 and trainer.counters.step == 5
+    assert trainer.loader.state_dict() != position  # the batch was consumed all the same
+    fit_to(trainer, 6)
+    assert not _same(before, _snapshot(trainer))
+    assert trainer.counters.skipped_steps == 1 and trainer.counters.consecutive_skips == 0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["optim_skipped_steps"] for r in records if r["step"] in (4, 5, 6)] == [0, 1, 1]
+
+
+def test_a_nan_storm_stops_the_run_naming_the_step(tmp_path, tiny_overrides):
+    trainer = make_trainer(
+        tmp_path, [*tiny_overrides, "testing.nan_every_step=true", "trainer.max_consecutive_skips=3"]
+    )
+    with pytest.raises(FloatingPointError, match="step 3: 3 consecutive steps"):
+        fit_to(trainer, 10)
+
+
+def test_clipping_logs_the_norm_before_and_applies_the_norm_after(tmp_path, tiny_overrides):
+    trainer = make_trainer(tmp_path, [*tiny_overrides, "optim=adagrad", "optim.max_grad_norm=1.0"])
+    applied = []
+    step = trainer.optimizers.step
+
+    def record_then_step():
+        grads = [p.grad for p in lstm_parameters(trainer.model)]
+        applied.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        step()
+
+    forward = trainer.model.forward
+
+    def loss_times_a_million(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        return out._replace(loss=out.loss * 1e6)
+
+    trainer.optimizers.step = record_then_step
+    trainer.model.forward = loss_times_a_million
+    batch = next(iter(trainer.loader))
+    result = trainer.steps.run(batch, 1, [0.0])
+    assert result.grad_norm > 1e3  # the pre-clip norm is what is reported
+    assert applied[0] <= 1.0 * (1 + 1e-6)
+
+
+def test_tensorboard_has_the_contract_tags_and_hparams(tmp_path, tiny_overrides):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = make_trainer(tmp_path, [*tiny_overrides, "trainer.val_every=4"])
+    fit_to(trainer, 4)
+    trainer.metrics.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    expected = {
+        "train/loss", "train/ppl", "train/words_per_sec", "optim/lr", "optim/grad_norm",
+        "optim/skipped_steps", "val/ppl", "perf/data_wait_fraction",
+    }
+    assert expected <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+def test_every_experiment_trains_one_step_at_tiny_size(tmp_path, tiny_overrides):
+    for experiment in sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")):
+        common = [o for o in tiny_overrides if not o.startswith("experiment=")]
+        overrides = [*common, f"experiment={experiment}", "size=tiny", "data=synthetic"]
+        trainer = make_trainer(tmp_path / experiment, overrides)
+        assert fit_to(trainer, 1) == "max_steps"
+        assert trainer.cfg.name == experiment
+        assert (tmp_path / experiment / "checkpoints" / "step-000000001.pt").is_file()
+
+
+def test_a_glob_matching_nothing_fails_before_any_model_is_built(tmp_path, tiny_overrides):
+    with pytest.raises(FileNotFoundError, match=r"data\.train_files='nope/\*'"):
+        make_trainer(tmp_path, [*tiny_overrides, "data.train_files=nope/*"])
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_an_unwritable_run_directory_fails_before_training(tmp_path, tiny_overrides):
+    (tmp_path / "a-file").write_text("not a directory")
+    with pytest.raises(CheckpointError, match="a-file/run/checkpoints is not writable"):
+        make_trainer(tmp_path / "a-file" / "run", tiny_overrides)
+
+
+def test_a_run_dir_of_only_corrupt_checkpoints_is_not_restarted_silently(tmp_path, tiny_overrides):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step-000000010.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="none is valid"):
+        make_trainer(tmp_path, tiny_overrides)
