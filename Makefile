@@ -21,7 +21,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint demo train eval bench data summary tensorboard clean
+.PHONY: help setup test test-fast lint demo synthetic train eval bench data summary tensorboard clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,8 +49,20 @@ lint: $(STAMP) ## ruff check and format check
 demo: $(STAMP) ## train and evaluate a small model in a few CPU minutes
 	@echo "make demo: not built yet (issue: evaluator, benchmark and demo)"; exit 2
 
-train: $(STAMP) ## train: make train CONFIG=glstm_k4 ARGS="size=cpu" [NPROC=8]
-	@echo "make train: not built yet (issue: trainer)"; exit 2
+SYNTHETIC := data/synthetic/source.json
+
+$(SYNTHETIC): | $(STAMP)
+	$(PY) -m lm1b.data.synthetic --out data/synthetic
+
+synthetic: $(SYNTHETIC) ## write the small synthetic corpus (data/synthetic) the tiny experiment trains on
+
+# NPROC>1 runs one process per GPU (or CPU rank) under torchrun on this node.
+train: $(STAMP) $(SYNTHETIC) ## train: make train CONFIG=glstm_k4 ARGS="size=cpu data=sample" [NPROC=8]
+ifeq ($(NPROC),1)
+	$(PY) -m lm1b.train experiment=$(CONFIG) $(ARGS)
+else
+	$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(NPROC) -m lm1b.train experiment=$(CONFIG) $(ARGS)
+endif
 
 eval: $(STAMP) ## evaluate a checkpoint: make eval CKPT=outputs/.../checkpoints
 	@echo "make eval: not built yet (issue: evaluator)"; exit 2

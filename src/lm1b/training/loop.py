@@ -26,7 +26,7 @@ from lm1b.data.train_loader import TrainLoader
 from lm1b.training.checkpoint import CheckpointManager
 from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
-from lm1b.training.metrics import MetricsWriter
+from lm1b.training.metrics import MetricsWriter, StepWindow
 from lm1b.training.optim import Optimizers
 from lm1b.training.preemption import PreemptionHandler
 from lm1b.training.rng import capture_rng_state, restore_rng_state
@@ -172,7 +172,7 @@ class Trainer:
         self.model.train()
         with PreemptionHandler() as preemption, self._progress_bar() as bar:
             self._preemption = preemption
-            with logging_redirect_tqdm(loggers=[logging.getLogger("lm1b")]):
+            with logging_redirect_tqdm():
                 reason = self._run_steps(trainer_cfg, bar)
         if reason != "signal" and self._last_validation != self.counters.step:
             self._validate_and_log()
@@ -182,7 +182,7 @@ class Trainer:
 
     def _run_steps(self, trainer_cfg, bar) -> str:
         batches = iter(self.loader)
-        window = _Window()
+        window = StepWindow()
         self._last_checkpoint_time = time.monotonic()
         while trainer_cfg.max_steps is None or self.counters.step < trainer_cfg.max_steps:
             started = time.perf_counter()
@@ -239,7 +239,7 @@ class Trainer:
         if testing.sleep_per_step:
             time.sleep(testing.sleep_per_step)
 
-    def _count(self, result, window: _Window, started: float) -> None:
+    def _count(self, result, window: StepWindow, started: float) -> None:
         counters = self.counters
         counters.step += 1
         elapsed = time.perf_counter() - started
@@ -257,7 +257,7 @@ class Trainer:
         else:
             counters.consecutive_skips = 0
 
-    def _log(self, window: _Window, bar) -> None:
+    def _log(self, window: StepWindow, bar) -> None:
         step = self.counters.step
         if step % self.cfg.trainer.log_every == 0:
             scalars = window.scalars(self.tokens_per_step)
@@ -306,35 +306,3 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
-
-
-class _Window:
-    """Sums over the steps since the last log line."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.steps = 0
-        self.loss_sum = 0.0
-        self.seconds = 0.0
-        self.data_seconds = 0.0
-        self.grad_norm = 0.0
-
-    def add(self, result, seconds: float) -> None:
-        if not result.skipped:
-            self.steps += 1
-            self.loss_sum += result.loss
-            self.grad_norm = result.grad_norm
-        self.seconds += seconds
-
-    def scalars(self, tokens_per_step: int) -> dict[str, float]:
-        loss = self.loss_sum / max(self.steps, 1)
-        seconds = max(self.seconds, 1e-9)
-        return {
-            "train/loss": loss,
-            "train/ppl": math.exp(min(loss, 50.0)),
-            "train/words_per_sec": self.steps * tokens_per_step / seconds,
-            "optim/grad_norm": self.grad_norm,
-            "perf/data_wait_fraction": min(self.data_seconds / seconds, 1.0),
-        }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -74,3 +75,35 @@ def _drop_lines_after(path: Path, step: int) -> None:
         except (ValueError, KeyError, TypeError):
             logger.warning("%s: dropping an unreadable line (a run killed mid-write)", path)
     path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+
+class StepWindow:
+    """Sums over the steps since the last log line, turned into the logged scalars."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.loss_sum = 0.0
+        self.seconds = 0.0
+        self.data_seconds = 0.0
+        self.grad_norm = 0.0
+
+    def add(self, result, seconds: float) -> None:
+        if not result.skipped:
+            self.steps += 1
+            self.loss_sum += result.loss
+            self.grad_norm = result.grad_norm
+        self.seconds += seconds
+
+    def scalars(self, tokens_per_step: int) -> dict[str, float]:
+        loss = self.loss_sum / max(self.steps, 1)
+        seconds = max(self.seconds, 1e-9)
+        return {
+            "train/loss": loss,
+            "train/ppl": math.exp(min(loss, 50.0)),
+            "train/words_per_sec": self.steps * tokens_per_step / seconds,
+            "optim/grad_norm": self.grad_norm,
+            "perf/data_wait_fraction": min(self.data_seconds / seconds, 1.0),
+        }
