@@ -10,7 +10,9 @@ CONFIG     ?= tiny
 ARGS       ?=
 NPROC      ?= 1
 CKPT       ?=
+INPUT      ?=
 PRESET     ?= tiny
+BUDGET     ?= 180
 LOGDIR     ?= outputs
 # Real-text tests read the shared LM1B sample; point this elsewhere or leave it empty to skip them.
 LM1B_SAMPLE_DIR ?= $(wildcard $(CURDIR)/../shared/lm1b-sample)
@@ -21,7 +23,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint demo synthetic train eval bench data summary tensorboard clean
+.PHONY: help setup test test-fast lint demo synthetic train eval score bench table data summary tensorboard clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,8 +48,8 @@ lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
-demo: $(STAMP) ## train and evaluate a small model in a few CPU minutes
-	@echo "make demo: not built yet (issue: evaluator, benchmark and demo)"; exit 2
+demo: $(STAMP) ## train and evaluate a small G-LSTM in a few CPU minutes, print where results are
+	$(PY) -m lm1b.demo $(ARGS)
 
 SYNTHETIC := data/synthetic/source.json
 
@@ -65,10 +67,18 @@ else
 endif
 
 eval: $(STAMP) ## evaluate a checkpoint: make eval CKPT=outputs/.../checkpoints
-	@echo "make eval: not built yet (issue: evaluator)"; exit 2
+	@test -n "$(CKPT)" || { echo "make eval: pass CKPT=<checkpoint file or run directory>" >&2; exit 2; }
+	$(PY) -m lm1b.evaluate checkpoint=$(CKPT) $(ARGS)
+
+score: $(STAMP) ## per-sentence log-probs as JSON lines: make score CKPT=... INPUT=file|- [ARGS="carry_state=true"]
+	@test -n "$(CKPT)" -a -n "$(INPUT)" || { echo "make score: pass CKPT=<checkpoint> INPUT=<text file or ->" >&2; exit 2; }
+	$(PY) -m lm1b.score checkpoint=$(CKPT) input=$(INPUT) $(ARGS)
 
 bench: $(STAMP) ## benchmark every variant: make bench PRESET=tiny|cpu|full
-	@echo "make bench: not built yet (issue: evaluator and benchmark)"; exit 2
+	$(PY) -m lm1b.bench preset=$(PRESET) $(ARGS)
+
+table: $(STAMP) ## the paper's table on the shared sample: make table BUDGET=180 [ARGS="variants=[...]"]
+	$(PY) -m lm1b.table budget_seconds=$(BUDGET) $(ARGS)
 
 data: $(STAMP) ## download, verify and prepare the full LM1B corpus under data/lm1b
 	$(PY) -m lm1b.data.download $(ARGS)

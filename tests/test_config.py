@@ -68,6 +68,8 @@ def test_wrong_type_fails_at_composition():
         (["optim.lr=0"], "optim.lr"),
         (["optim.lr=-0.1"], "optim.lr"),
         (["optim.name=sgd"], "optim.name"),
+        (["optim.tables=sgd"], "optim.tables"),
+        (["optim.table_lr=0"], "optim.table_lr"),
         (["data.train_files=null"], "data.train_files"),
         (["data.train_files=[]"], "data.train_files"),
         (["data.tokenizer=bpe"], "data.tokenizer"),

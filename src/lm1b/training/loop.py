@@ -23,6 +23,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from lm1b.config import TrainConfig
 from lm1b.data.eval_stream import EvalStream
 from lm1b.data.train_loader import TrainLoader
+from lm1b.inference import evaluate_stream
 from lm1b.training.checkpoint import CheckpointManager
 from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
@@ -135,33 +136,23 @@ class Trainer:
 
     # ---- validation -------------------------------------------------------------------------
 
-    @torch.no_grad()
     def validate(self) -> float | None:
         """Full-softmax perplexity on the validation stream (EMA weights), token-weighted over
         all ranks; at most `trainer.val_max_batches` windows per row."""
         if self.valid is None:
             return None
-        self.model.eval()
-        nll = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
-        count = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
-        state = None
         with self.ema.averaged_weights() if self.ema is not None else nullcontext():
-            for index, batch in enumerate(self.valid):
-                if (
-                    self.cfg.trainer.val_max_batches is not None
-                    and index >= self.cfg.trainer.val_max_batches
-                ):
-                    break
-                batch = batch.to(self.ctx.device)
-                out = self.model(batch.inputs, batch.targets, state, mask=batch.mask)
-                state = tuple(s.detach() for s in out.state)
-                nll += out.nll_sum.double()
-                count += out.num_tokens.double()
-        self.model.train()
-        totals = torch.stack([nll, count])
+            totals = evaluate_stream(
+                self.model, self.valid, max_batches=self.cfg.trainer.val_max_batches
+            )
+        sums = torch.tensor(
+            [totals.nll, float(totals.num_tokens)], dtype=torch.float64, device=self.ctx.device
+        )
         if self.ctx.is_distributed:
-            dist.all_reduce(totals)
-        return math.exp(totals[0].item() / max(totals[1].item(), 1.0))
+            # No collective runs inside the evaluation (DDP's forward under no_grad makes
+            # none), so ranks may have walked different numbers of windows.
+            dist.all_reduce(sums)
+        return math.exp(sums[0].item() / max(sums[1].item(), 1.0))
 
     # ---- the loop ---------------------------------------------------------------------------
 

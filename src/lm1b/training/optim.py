@@ -36,16 +36,19 @@ def _table_optimizers(
 ) -> list[torch.optim.Optimizer]:
     if not params:
         return []
-    if cfg.name == "adagrad":
+    if cfg.tables == "adagrad":
         # foreach=False: the single-tensor path is the one with a row-sparse update.
         return [
             torch.optim.Adagrad(
-                params, lr=cfg.lr, initial_accumulator_value=cfg.initial_accumulator, foreach=False
+                params,
+                lr=cfg.table_lr,
+                initial_accumulator_value=cfg.initial_accumulator,
+                foreach=False,
             )
         ]
     if sparse:
-        return [torch.optim.SparseAdam(params, lr=cfg.lr, betas=tuple(cfg.betas))]
-    return [torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))]
+        return [torch.optim.SparseAdam(params, lr=cfg.table_lr, betas=tuple(cfg.betas))]
+    return [torch.optim.Adam(params, lr=cfg.table_lr, betas=tuple(cfg.betas))]
 
 
 class Optimizers:

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from lm1b.config import TrainConfig
+from lm1b.config import ConfigError, TrainConfig
+from lm1b.config.model import ModelConfig
 from lm1b.data.build import build_eval_stream, build_train_loader, resolve_data_files
 from lm1b.models.language_model import build_language_model
 from lm1b.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state, tokenizer_state
@@ -53,6 +54,39 @@ def find_resume_checkpoint(cfg: TrainConfig, ctx: DistContext, checkpoints: Chec
     return load_checkpoint(path)
 
 
+# Model fields that fix the shapes of the weights: an init_from checkpoint must agree on them.
+_SHAPE_FIELDS = ("type", "num_layers", "state_size", "projection_size")
+
+
+def _shape_fields(model: ModelConfig) -> dict:
+    """The shape-defining model fields, with the variant's own (rank, groups per layer)."""
+    fields = {name: getattr(model, name) for name in _SHAPE_FIELDS}
+    if model.type == "flstm":
+        fields["factor_rank"] = model.factor_rank
+    if model.type == "glstm":
+        fields["num_groups"] = model.groups_per_layer()
+    return fields
+
+
+def load_init_checkpoint(cfg: TrainConfig) -> dict | None:
+    """The checkpoint named by `trainer.init_from` (its model weights and tokenizer start a
+    fresh run), or None. Raises ConfigError when its model is not the one configured."""
+    if cfg.trainer.init_from is None:
+        return None
+    path = resolve_checkpoint(cfg.trainer.init_from)
+    state = load_checkpoint(path)
+    theirs = _shape_fields(ModelConfig(**state["config"]["model"]))
+    ours = _shape_fields(cfg.model)
+    if theirs != ours:
+        overrides = " ".join(f"model.{k}={str(v).replace(' ', '')}" for k, v in theirs.items())
+        raise ConfigError(
+            f"trainer.init_from={cfg.trainer.init_from} holds a model with {theirs}, but this "
+            f"run configures {ours}; pass the checkpoint's model fields ({overrides})"
+        )
+    logger.info("initialising the model and tokenizer from %s", path)
+    return state
+
+
 def _tokenizer(cfg: TrainConfig, ctx: DistContext, train_files, run_dir: Path, checkpoint):
     """From the checkpoint when resuming; otherwise built (or loaded) on rank 0 first."""
     if checkpoint is not None:
@@ -72,7 +106,10 @@ def _build_model(cfg: TrainConfig, ctx: DistContext, tokenizer: Tokenizer, check
     if ctx.is_distributed:
         # Only the dense stack: the vocabulary tables' sparse rows are exchanged by the step.
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        model.rnn = DistributedDataParallel(model.rnn, device_ids=device_ids)
+        # No buffers to broadcast: forward then makes no collective call (validation relies on it).
+        model.rnn = DistributedDataParallel(
+            model.rnn, device_ids=device_ids, broadcast_buffers=False
+        )
     return model
 
 
@@ -85,8 +122,10 @@ def build_trainer(
     if ctx.is_main:
         checkpoints.check_writable()
     checkpoint = find_resume_checkpoint(cfg, ctx, checkpoints)
-    tokenizer = _tokenizer(cfg, ctx, files["train"], run_dir, checkpoint)
-    model = _build_model(cfg, ctx, tokenizer, checkpoint)
+    # A fresh run may start from another checkpoint's weights and tokenizer (trainer.init_from).
+    init = load_init_checkpoint(cfg) if checkpoint is None else None
+    tokenizer = _tokenizer(cfg, ctx, files["train"], run_dir, checkpoint or init)
+    model = _build_model(cfg, ctx, tokenizer, checkpoint or init)
     loader = build_train_loader(
         cfg.data,
         files["train"],
