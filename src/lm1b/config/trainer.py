@@ -23,6 +23,10 @@ class TrainerConfig:
     checkpoint_every_minutes: float = 30.0
     keep_last: int = 3
     resume: str = "auto"  # auto: newest valid checkpoint in the run dir; never; or a path
+    # Start a fresh run from the model weights (and tokenizer) of this checkpoint file or run
+    # directory, e.g. one written by `python -m lm1b.compress`; optimizer state and counters
+    # start afresh. Ignored when the run resumes from its own checkpoint.
+    init_from: str | None = None
     max_consecutive_skips: int = 10  # non-finite steps in a row before aborting
 
 
@@ -61,6 +65,12 @@ def validate_trainer(cfg: TrainerConfig) -> None:
         "trainer.keep_last",
         cfg.keep_last,
         "at least 2, so a corrupt newest checkpoint leaves a valid one to fall back to",
+    )
+    require(
+        cfg.init_from is None or bool(cfg.init_from),
+        "trainer.init_from",
+        cfg.init_from,
+        "null or a checkpoint file or run directory",
     )
     require(
         cfg.max_consecutive_skips >= 1,
