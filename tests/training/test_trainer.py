@@ -56,7 +56,8 @@ def test_a_nan_step_is_skipped_and_the_next_one_is_normal(tmp_path, tiny_overrid
 
 def test_a_nan_storm_stops_the_run_naming_the_step(tmp_path, tiny_overrides):
     trainer = make_trainer(
-        tmp_path, [*tiny_overrides, "testing.nan_every_step=true", "trainer.max_consecutive_skips=3"]
+        tmp_path,
+        [*tiny_overrides, "testing.nan_every_step=true", "trainer.max_consecutive_skips=3"],
     )
     with pytest.raises(FloatingPointError, match="step 3: 3 consecutive steps"):
         fit_to(trainer, 10)
@@ -95,8 +96,14 @@ def test_tensorboard_has_the_contract_tags_and_hparams(tmp_path, tiny_overrides)
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     expected = {
-        "train/loss", "train/ppl", "train/words_per_sec", "optim/lr", "optim/grad_norm",
-        "optim/skipped_steps", "val/ppl", "perf/data_wait_fraction",
+        "train/loss",
+        "train/ppl",
+        "train/words_per_sec",
+        "optim/lr",
+        "optim/grad_norm",
+        "optim/skipped_steps",
+        "val/ppl",
+        "perf/data_wait_fraction",
     }
     assert expected <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
@@ -130,3 +137,19 @@ def test_a_run_dir_of_only_corrupt_checkpoints_is_not_restarted_silently(tmp_pat
     (tmp_path / "checkpoints" / "step-000000010.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="none is valid"):
         make_trainer(tmp_path, tiny_overrides)
+
+
+@pytest.mark.parametrize("experiment", ["tiny", "flstm_r512", "glstm_k4"])
+def test_bf16_autocast_trains_with_fp32_master_weights(tmp_path, tiny_overrides, experiment):
+    common = [o for o in tiny_overrides if not o.startswith("experiment=")]
+    overrides = [*common, f"experiment={experiment}", "size=tiny", "data=synthetic"]
+    trainer = make_trainer(tmp_path, [*overrides, "trainer.precision=bf16"])
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    fit_to(trainer, 2)
+    assert trainer.counters.skipped_steps == 0
+    for name, value in trainer.model.state_dict().items():
+        assert value.dtype == torch.float32, name
+        assert torch.isfinite(value).all(), name
+    assert not torch.equal(
+        before["rnn.layers.0.proj"], trainer.model.state_dict()["rnn.layers.0.proj"]
+    )

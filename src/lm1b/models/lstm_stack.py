@@ -21,6 +21,13 @@ from lm1b.models.recurrence import LSTMPRecurrence, run_plain
 State = tuple[Tensor, Tensor]
 
 
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype in force for `device`, or None when autocast is off there."""
+    if not torch.is_autocast_enabled(device.type):
+        return None
+    return torch.get_autocast_dtype(device.type)
+
+
 class LSTMPLayer(nn.Module):
     """One LSTM layer with projection: a pluggable gate map plus a dense projection P (n, p)."""
 
@@ -34,7 +41,15 @@ class LSTMPLayer(nn.Module):
         """Fast path: hoisted input product + fused recurrence. Returns (T, B, p), h_T, c_T."""
         pre = self.gates.input_side(x)  # (G, T, B, w)
         weights = self.gates.recurrent_weights()
-        return LSTMPRecurrence.apply(self.gates, pre, h0, c0, self.proj, *weights)
+        dtype = _autocast_dtype(x.device)
+        if dtype is None:
+            return LSTMPRecurrence.apply(self.gates, pre, h0, c0, self.proj, *weights)
+        # Under autocast (bf16 training) the fused recurrence gets one dtype for everything and
+        # runs with autocast off. The casts are differentiable, so the fp32 master weights
+        # still receive fp32 gradients. The cell state is kept in that dtype too.
+        pre, h0, c0, proj, *weights = (t.to(dtype) for t in (pre, h0, c0, self.proj, *weights))
+        with torch.autocast(x.device.type, enabled=False):
+            return LSTMPRecurrence.apply(self.gates, pre, h0, c0, proj, *weights)
 
     def forward_plain(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Reference path: per-step loop under autograd; same result as `forward`."""
