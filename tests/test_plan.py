@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from lm1b.commands import compose_command
 from lm1b.config import ConfigError
+from lm1b.config.compose import compose_schema
 from lm1b.plan import PlanConfig, default_ranks, main, make_plan
 
 PAPER = {  # name -> (RNN params, GFLOP/token forward + backward rounded as in PERFORMANCE.md)
@@ -22,7 +22,7 @@ PAPER = {  # name -> (RNN params, GFLOP/token forward + backward rounded as in P
 
 
 def plan(*overrides: str):
-    return make_plan(compose_command("plan", PlanConfig, list(overrides)))
+    return make_plan(compose_schema("plan", PlanConfig, list(overrides)))
 
 
 def test_paper_size_counts_and_flops():

@@ -33,9 +33,9 @@ from typing import Any
 from hydra.errors import HydraException
 from omegaconf import MISSING, OmegaConf
 
-from lm1b.commands import compose_command
 from lm1b.config import TrainConfig, validate_config
 from lm1b.config.checks import require
+from lm1b.config.compose import compose_schema
 from lm1b.config.trainer import DEVICES
 from lm1b.data.build import build_eval_stream
 from lm1b.data.files import resolve_files
@@ -191,7 +191,7 @@ def format_table(rows: list[dict], finetune_steps: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = compose_command("compress", CompressConfig, sys.argv[1:] if argv is None else argv)
+        cfg = compose_schema("compress", CompressConfig, sys.argv[1:] if argv is None else argv)
         rows = compress(validate_compress_config(cfg))
     except (ValueError, HydraException, CheckpointError, FileNotFoundError) as error:
         sys.exit(f"lm1b.compress: {error}")

@@ -22,8 +22,8 @@ from hydra.errors import HydraException
 from omegaconf import MISSING
 from torch import Tensor
 
-from lm1b.commands import compose_command
 from lm1b.config.checks import require
+from lm1b.config.compose import compose_schema
 from lm1b.config.trainer import DEVICES
 from lm1b.data.text import split_tokens
 from lm1b.inference import TrainedModel, load_trained_model
@@ -117,7 +117,7 @@ def _until_end(prompt: list[int], row: list[int], eos_id: int) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = compose_command("generate", GenerateConfig, sys.argv[1:] if argv is None else argv)
+        cfg = compose_schema("generate", GenerateConfig, sys.argv[1:] if argv is None else argv)
         cfg = validate_generate_config(cfg)
         trained = load_trained_model(cfg.checkpoint, use_ema=cfg.use_ema, device=cfg.device)
         samples = sample(trained, cfg)

@@ -40,8 +40,8 @@ from pathlib import Path
 import torch
 from hydra.errors import HydraException
 
-from lm1b.commands import compose_command
 from lm1b.config import ConfigError
+from lm1b.config.compose import compose_schema
 from lm1b.config.data import DataConfig
 from lm1b.config.model import ModelConfig
 from lm1b.models.language_model import build_language_model
@@ -233,7 +233,7 @@ def plan_records(candidates: list[Candidate]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        plan = compose_command("plan", PlanConfig, sys.argv[1:] if argv is None else argv)
+        plan = compose_schema("plan", PlanConfig, sys.argv[1:] if argv is None else argv)
         candidates = make_plan(plan)
     except (ConfigError, HydraException, FileNotFoundError, KeyError) as error:
         sys.exit(f"lm1b.plan: {error}")

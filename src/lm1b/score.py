@@ -38,8 +38,8 @@ import torch
 from hydra.errors import HydraException
 from omegaconf import MISSING
 
-from lm1b.commands import compose_command
 from lm1b.config.checks import require
+from lm1b.config.compose import compose_schema
 from lm1b.config.trainer import DEVICES
 from lm1b.data.encode import SentenceBuffer, encode_lines
 from lm1b.data.text import ReadStats, read_lines
@@ -192,7 +192,7 @@ def run(cfg: ScoreConfig) -> dict:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = compose_command("score", ScoreConfig, sys.argv[1:] if argv is None else argv)
+        cfg = compose_schema("score", ScoreConfig, sys.argv[1:] if argv is None else argv)
         totals = run(validate_score_config(cfg))
     except (ValueError, HydraException, CheckpointError, FileNotFoundError) as error:
         sys.exit(f"lm1b.score: {error}")

@@ -1,14 +1,19 @@
-"""Compose the Hydra config without `@hydra.main`, for commands that make no run directory."""
+"""Compose Hydra configs without `@hydra.main`, for commands that make no run directory."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TypeVar
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from lm1b.config.schema import TrainConfig, register_configs, validate_config
+from lm1b.config.checks import ConfigError
+from lm1b.config.schema import TrainConfig, validate_config
+
+Schema = TypeVar("Schema")
 
 
 def _find_config_dir() -> Path:
@@ -22,16 +27,24 @@ def _find_config_dir() -> Path:
 CONFIG_DIR = _find_config_dir()
 
 
-def compose_config(
-    overrides: list[str] | None = None, config_name: str = "train", world_size: int = 1
-) -> TrainConfig:
-    """Compose `configs/<config_name>.yaml` with Hydra overrides; return the validated object."""
-    if not (CONFIG_DIR / f"{config_name}.yaml").is_file():
+def compose_schema(name: str, schema: type[Schema], overrides: list[str] | None = None) -> Schema:
+    """`configs/<name>.yaml` (whose defaults list `<name>_schema` first) composed with
+    `overrides`, as an instance of `schema`; a required field left unset raises ConfigError."""
+    if not (CONFIG_DIR / f"{name}.yaml").is_file():
         raise FileNotFoundError(
-            f"no {config_name}.yaml in {CONFIG_DIR}; set LM1B_CONFIG_DIR to the project's configs/"
+            f"no {name}.yaml in {CONFIG_DIR}; set LM1B_CONFIG_DIR to the project's configs/"
         )
-    register_configs()
+    ConfigStore.instance().store(name=f"{name}_schema", node=schema)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        dict_cfg = compose(config_name=config_name, overrides=list(overrides or []))
-    cfg = OmegaConf.to_object(dict_cfg)
-    return validate_config(cfg, world_size=world_size)
+        dict_cfg = compose(config_name=name, overrides=list(overrides or []))
+    missing = sorted(OmegaConf.missing_keys(dict_cfg))
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)} required: pass " + " ".join(f"{key}=..." for key in missing)
+        )
+    return OmegaConf.to_object(dict_cfg)
+
+
+def compose_config(overrides: list[str] | None = None, world_size: int = 1) -> TrainConfig:
+    """`configs/train.yaml` composed with Hydra overrides; the validated TrainConfig."""
+    return validate_config(compose_schema("train", TrainConfig, overrides), world_size=world_size)
