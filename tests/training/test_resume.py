@@ -27,7 +27,9 @@ def _env() -> dict:
 
 
 def run(command: list[str], cwd: Path, check_code: int = 0) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=240
+    )
     assert result.returncode == check_code, result.stderr[-3000:]
     return result
 
@@ -93,8 +95,14 @@ def test_two_rank_runs_resume_restart_and_agree(tmp_path, tiny_overrides):
     stop-and-resume and an elastic restart after an injected crash both reproduce the
     uninterrupted run; each run has one run directory, one composed config and per-rank logs."""
     args = [
-        *TORCHRUN, "-m", "lm1b.train", *tiny_overrides, "trainer.checkpoint_every=5",
-        "testing.nan_at_step=3", "testing.nan_on_rank=1", "testing.check_replicas=true",
+        *TORCHRUN,
+        "-m",
+        "lm1b.train",
+        *tiny_overrides,
+        "trainer.checkpoint_every=5",
+        "testing.nan_at_step=3",
+        "testing.nan_on_rank=1",
+        "testing.check_replicas=true",
     ]
     reference = tmp_path / "reference"
     run([*args, "trainer.max_steps=12", f"hydra.run.dir={reference}"], tmp_path)
