@@ -153,3 +153,10 @@ def test_bf16_autocast_trains_with_fp32_master_weights(tmp_path, tiny_overrides,
     assert not torch.equal(
         before["rnn.layers.0.proj"], trainer.model.state_dict()["rnn.layers.0.proj"]
     )
+
+
+def test_more_samples_than_words_is_a_config_error(tmp_path, tiny_overrides):
+    from lm1b.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model\.num_sampled=5000 .* vocabulary size"):
+        make_trainer(tmp_path, [*tiny_overrides, "model.num_sampled=5000"])

@@ -99,6 +99,11 @@ def _tokenizer(cfg: TrainConfig, ctx: DistContext, train_files, run_dir: Path, c
 
 
 def _build_model(cfg: TrainConfig, ctx: DistContext, tokenizer: Tokenizer, checkpoint):
+    if cfg.model.num_sampled >= tokenizer.vocab_size:
+        raise ConfigError(
+            f"model.num_sampled={cfg.model.num_sampled} is invalid: it must be below the "
+            f"vocabulary size {tokenizer.vocab_size} of this run's data"
+        )
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_language_model(cfg.model, vocab_size=tokenizer.vocab_size).to(ctx.device)
     if checkpoint is not None:
