@@ -1,0 +1,126 @@
+"""One benchmark candidate per variant: the trainer's own training step on synthetic batches.
+
+Each candidate is built exactly as a training run builds it (the experiment's config composed
+with the preset's sizes, `build_language_model`, `Optimizers`, the EMA, `StepRunner` in a
+single-process DistContext), so a timed step is the recipe's whole step: forward with the
+sampled softmax, backward, the table-gradient pass, clipping, both optimizers and the EMA.
+Only the data differs: a few fixed batches of uniformly random ids, so the loader is not timed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import hydra
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from lm1b.config import TrainConfig, compose_config, register_configs, validate_config
+from lm1b.config.bench import Preset
+from lm1b.data.batch import Batch
+from lm1b.models.language_model import LanguageModel, build_language_model
+from lm1b.plan import train_flops_per_word
+from lm1b.summary import count_parameters
+from lm1b.training.distributed import DistContext
+from lm1b.training.ema import ExponentialMovingAverage
+from lm1b.training.optim import Optimizers
+from lm1b.training.step import StepRunner
+
+NUM_BATCHES = 4  # distinct random batches cycled through, so no step reuses the previous one
+
+
+@dataclass
+class Candidate:
+    """One variant ready to step, with what the benchmark records about it."""
+
+    name: str
+    cfg: TrainConfig
+    model: LanguageModel
+    runner: StepRunner
+    batches: list[Batch]
+    flops_per_word: float  # forward + backward, LSTM stack and sampled softmax
+    step: int = 0
+    seconds: list[float] = field(default_factory=list)  # mean step time of each timed pass
+    transient_bytes: list[int] = field(default_factory=list)  # CUDA only: peak above resident
+
+    @property
+    def rnn_params(self) -> int:
+        return count_parameters(self.model)["rnn"]
+
+    @property
+    def words_per_step(self) -> int:
+        return self.cfg.data.batch_size * self.cfg.data.num_steps
+
+    def train_step(self) -> None:
+        """One whole training step on the next batch."""
+        self.step += 1
+        self.runner.run(self.batches[self.step % len(self.batches)], self.step, [])
+
+    def state_bytes(self) -> int:
+        """Bytes held between steps: parameters, optimizer state and EMA shadows (gradients
+        are freed by zero_grad(set_to_none=True)); complete once a step has run."""
+        tensors = list(self.model.parameters())
+        for optimizer in self.runner.optimizers.optimizers:
+            for state in optimizer.state.values():
+                tensors += [v for v in state.values() if torch.is_tensor(v)]
+        if self.runner.ema is not None:
+            tensors += self.runner.ema.shadow
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def variant_overrides(name: str) -> list[str]:
+    """The Hydra overrides that select variant `name` (its experiment, or the cuDNN model)."""
+    if name == "biglstm_cudnn":
+        return ["experiment=biglstm", "model=biglstm_cudnn"]
+    return [f"experiment={name}"]
+
+
+def preset_overrides(preset: Preset, precision: str) -> list[str]:
+    """The Hydra overrides that give every variant the preset's sizes and batch shape."""
+    return [
+        f"size={preset.size}",
+        f"model.vocab_size={preset.vocab_size}",
+        f"model.num_sampled={preset.num_sampled}",
+        f"data.batch_size={preset.batch_size}",
+        f"data.num_steps={preset.num_steps}",
+        f"trainer.precision={precision}",
+    ]
+
+
+def compose_train_config(overrides: list[str]) -> TrainConfig:
+    """The validated training config for `overrides`. Inside a @hydra.main app Hydra is already
+    initialised on configs/ (compose_config would initialise it a second time and fail), so the
+    running app's compose is used there."""
+    if not GlobalHydra.instance().is_initialized():
+        return compose_config(overrides)
+    register_configs()
+    return validate_config(OmegaConf.to_object(hydra.compose("train", overrides=overrides)))
+
+
+def random_batches(cfg: TrainConfig, device: torch.device) -> list[Batch]:
+    """NUM_BATCHES batches of (B, T) uniformly random ids, each target the next input."""
+    batch, steps, vocab = cfg.data.batch_size, cfg.data.num_steps, cfg.model.vocab_size
+    batches = []
+    for _ in range(NUM_BATCHES):
+        ids = torch.randint(vocab, (batch, steps + 1), device=device)
+        batches.append(Batch(ids[:, :-1], ids[:, 1:]))
+    return batches
+
+
+def build_candidate(
+    name: str, preset: Preset, precision: str, device: torch.device, seed: int
+) -> Candidate:
+    """Variant `name` at the preset's size on `device`, wired as the trainer wires a run."""
+    cfg = compose_train_config([*variant_overrides(name), *preset_overrides(preset, precision)])
+    torch.manual_seed(seed)
+    with device:
+        model = build_language_model(cfg.model).train()
+    optimizers = Optimizers(model, cfg.optim)
+    ema = None
+    if cfg.optim.ema_decay:
+        ema = ExponentialMovingAverage(list(model.rnn.parameters()), cfg.optim.ema_decay)
+    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
+    runner = StepRunner(model, optimizers, ema, cfg, ctx)
+    flops = train_flops_per_word(model, cfg.model.num_sampled)
+    return Candidate(name, cfg, model, runner, random_batches(cfg, device), flops)
