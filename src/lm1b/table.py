@@ -56,9 +56,9 @@ def describe_setup(cfg: TableConfig, results: list[VariantResult]) -> str:
     )
     m, d, o = train_cfg.model, train_cfg.data, train_cfg.optim
     device = resolve_device(train_cfg.trainer.device)
-    threads = "default" if cfg.threads is None else cfg.threads
+    threads = "default threads" if cfg.threads is None else f"{cfg.threads} thread(s)"
     machine = (
-        f"{device_name(device)} ({os.cpu_count()} CPUs, {threads} threads per run), "
+        f"{device_name(device)} ({os.cpu_count()} CPUs, {threads} per run), "
         f"torch {torch.__version__}"
     )
     extra = f" {' '.join(shared.overrides)}" if shared.overrides else ""
