@@ -26,11 +26,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from lm1b.benchmark.candidates import compose_train_config
 from lm1b.benchmark.plot import plot_table
 from lm1b.benchmark.runs import VariantResult, run_variant, variant_training_overrides
 from lm1b.benchmark.timing import device_name
-from lm1b.config import CONFIG_DIR, ConfigError
+from lm1b.config import CONFIG_DIR, ConfigError, compose_config
 from lm1b.config.table import TableConfig, register_table_config, validate_table_config
 from lm1b.evaluate import write_json_atomically
 from lm1b.inference import resolve_device
@@ -51,9 +50,7 @@ PAPER_PERPLEXITY = {
 def describe_setup(cfg: TableConfig, results: list[VariantResult]) -> str:
     """The caption: what was trained, on what, how it was scored, and where."""
     shared = cfg.train
-    train_cfg = compose_train_config(
-        [*variant_training_overrides(cfg, "biglstm"), *shared.overrides]
-    )
+    train_cfg = compose_config([*variant_training_overrides(cfg, "biglstm"), *shared.overrides])
     m, d, o = train_cfg.model, train_cfg.data, train_cfg.optim
     device = resolve_device(train_cfg.trainer.device)
     threads = "default threads" if cfg.threads is None else f"{cfg.threads} thread(s)"

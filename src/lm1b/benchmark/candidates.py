@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import hydra
 import torch
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
-from lm1b.config import TrainConfig, compose_config, register_configs, validate_config
+from lm1b.config import TrainConfig, compose_config
 from lm1b.config.bench import Preset
 from lm1b.data.batch import Batch
 from lm1b.models.language_model import LanguageModel, build_language_model
@@ -88,16 +85,6 @@ def preset_overrides(preset: Preset, precision: str) -> list[str]:
     ]
 
 
-def compose_train_config(overrides: list[str]) -> TrainConfig:
-    """The validated training config for `overrides`. Inside a @hydra.main app Hydra is already
-    initialised on configs/ (compose_config would initialise it a second time and fail), so the
-    running app's compose is used there."""
-    if not GlobalHydra.instance().is_initialized():
-        return compose_config(overrides)
-    register_configs()
-    return validate_config(OmegaConf.to_object(hydra.compose("train", overrides=overrides)))
-
-
 def random_batches(cfg: TrainConfig, device: torch.device) -> list[Batch]:
     """NUM_BATCHES batches of (B, T) uniformly random ids, each target the next input."""
     batch, steps, vocab = cfg.data.batch_size, cfg.data.num_steps, cfg.model.vocab_size
@@ -112,7 +99,7 @@ def build_candidate(
     name: str, preset: Preset, precision: str, device: torch.device, seed: int
 ) -> Candidate:
     """Variant `name` at the preset's size on `device`, wired as the trainer wires a run."""
-    cfg = compose_train_config([*variant_overrides(name), *preset_overrides(preset, precision)])
+    cfg = compose_config([*variant_overrides(name), *preset_overrides(preset, precision)])
     torch.manual_seed(seed)
     with device:
         model = build_language_model(cfg.model).train()

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lm1b.benchmark.candidates import compose_train_config, variant_overrides
-from lm1b.config import ConfigError, TrainConfig
+from lm1b.benchmark.candidates import variant_overrides
+from lm1b.config import ConfigError, TrainConfig, compose_config
 from lm1b.config.table import TableConfig
 from lm1b.evaluate import EVAL_FILE
 from lm1b.models.language_model import build_language_model
@@ -146,7 +146,7 @@ def run_variant(cfg: TableConfig, name: str, runs_dir: Path) -> VariantResult:
     continues where it stopped; delete the directory to redo the variant)."""
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    train_cfg = compose_train_config([*variant_training_overrides(cfg, name), *cfg.train.overrides])
+    train_cfg = compose_config([*variant_training_overrides(cfg, name), *cfg.train.overrides])
     eval_file = run_dir / "eval" / EVAL_FILE
     if eval_file.is_file():
         logger.info("%s: reusing %s", name, eval_file)

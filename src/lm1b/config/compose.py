@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from lm1b.config.checks import ConfigError
@@ -35,8 +36,13 @@ def compose_schema(name: str, schema: type[Schema], overrides: list[str] | None 
             f"no {name}.yaml in {CONFIG_DIR}; set LM1B_CONFIG_DIR to the project's configs/"
         )
     ConfigStore.instance().store(name=f"{name}_schema", node=schema)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    if GlobalHydra.instance().is_initialized():
+        # Inside a running @hydra.main app (bench, table), already initialised on configs/:
+        # initialising a second time would fail, so compose with the running instance.
         dict_cfg = compose(config_name=name, overrides=list(overrides or []))
+    else:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            dict_cfg = compose(config_name=name, overrides=list(overrides or []))
     missing = sorted(OmegaConf.missing_keys(dict_cfg))
     if missing:
         raise ConfigError(
