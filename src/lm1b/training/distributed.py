@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -94,6 +95,28 @@ def _choose_device(preference: str, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+def _attempt_store(world_size: int, timeout: timedelta) -> dist.Store | None:
+    """torchrun's agent store, namespaced by restart attempt; None outside torchrun.
+
+    Why: torchrun keeps one TCPStore server for all restarts of a job and its workers join it
+    without a per-attempt prefix, so after an elastic restart a rank could read the gloo/NCCL
+    addresses its crashed peers published in the previous attempt (seen as "Connection
+    refused" or a hang in gloo's connectFullMesh). Our own prefix makes every attempt start
+    from an empty namespace.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=False,
+        timeout=timeout,
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"lm1b/attempt_{attempt}", store)
+
+
 def init_distributed(device_preference: str = "auto") -> DistContext:
     """Join the process group described by the environment (none for a single process).
 
@@ -109,7 +132,14 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
         os.environ.setdefault("RANK", str(rank))
         os.environ.setdefault("WORLD_SIZE", str(world_size))
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://")
+        timeout = timedelta(minutes=30)  # torch's default for both backends
+        store = _attempt_store(world_size, timeout)
+        if store is None:
+            dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
+        else:
+            dist.init_process_group(
+                backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout
+            )
         logger.info("rank %d/%d joined the %s group on %s", rank, world_size, backend, device)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
