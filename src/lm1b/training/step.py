@@ -10,6 +10,7 @@ or a skipped step on every rank.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -57,11 +58,21 @@ class StepRunner:
         # Seeded from (seed, step) on every rank: one sample set for all, and nothing to save.
         self.sample_generator = torch.Generator(device=ctx.device)
         self.lstm_state: State | None = None
+        # Called with "forward", "backward" and "optimizer" as each phase is queued (the
+        # benchmark's step-time breakdown synchronises the device there); None in training.
+        self.on_phase: Callable[[str], None] | None = None
+
+    def _mark(self, phase: str) -> None:
+        if self.on_phase is not None:
+            self.on_phase(phase)
 
     def _autocast(self):
         if self.cfg.trainer.precision != "bf16":
             return nullcontext()
-        return torch.autocast(device_type=self.ctx.device.type, dtype=torch.bfloat16)
+        # No weight cache: the LSTM casts its own weights, and CUDA-graph capture refuses it.
+        return torch.autocast(
+            device_type=self.ctx.device.type, dtype=torch.bfloat16, cache_enabled=False
+        )
 
     def _forward_backward(self, batch: Batch, step: int) -> torch.Tensor:
         self.sample_generator.manual_seed(self.cfg.seed * 1_000_003 + step)
@@ -71,8 +82,10 @@ class StepRunner:
             )
         self.lstm_state = tuple(s.detach() for s in out.state)
         loss = self._inject_nan(out.loss, step)
+        self._mark("forward")
         scale = self.cfg.data.num_steps if self.cfg.optim.scale_loss_by_num_steps else 1
         (loss * scale).backward()
+        self._mark("backward")
         return loss.detach()
 
     def _inject_nan(self, loss: torch.Tensor, step: int) -> torch.Tensor:
@@ -81,9 +94,9 @@ class StepRunner:
         on_rank = testing.nan_on_rank is None or testing.nan_on_rank == self.ctx.rank
         return loss * float("nan") if hit and on_rank else loss
 
-    def _sync_tables(self) -> bool:
-        """Average the tables' gradients over ranks; True if all of them are finite."""
-        finite = True
+    def _sync_tables(self) -> torch.Tensor:
+        """Average the tables' gradients over ranks; a device bool: all of them are finite."""
+        finite = torch.ones((), dtype=torch.bool, device=self.ctx.device)
         for param in self.tables:
             if self.ctx.is_distributed:
                 if param.grad is None or param.grad.is_sparse:
@@ -94,8 +107,10 @@ class StepRunner:
                     param.grad.div_(self.ctx.world_size)
             grad = param.grad
             if grad is not None:
-                values = grad.coalesce().values() if grad.is_sparse else grad
-                finite = finite and bool(torch.isfinite(values).all())
+                # The stored values of a sparse gradient (duplicates not yet summed: coalescing
+                # costs a sync, and the optimizer coalesces anyway).
+                values = grad._values() if grad.is_sparse else grad
+                finite = finite & torch.isfinite(values).all()
         if self.cfg.optim.scale_embedding_grad_by_batch:
             grad = self.model.embedding.weight.grad
             if grad is not None:
@@ -109,11 +124,16 @@ class StepRunner:
         tables_finite = self._sync_tables()
         max_norm = self.cfg.optim.max_grad_norm or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.lstm_params, max_norm)
-        local_bad = not (tables_finite and torch.isfinite(loss) and torch.isfinite(grad_norm))
-        flags = torch.tensor([float(local_bad), *votes], device=self.ctx.device)
+        finite = tables_finite & torch.isfinite(loss) & torch.isfinite(grad_norm)
+        # (1 + len(votes),) float32: [this rank is non-finite, *votes], MAX-reduced over ranks.
+        flags = torch.cat(
+            [(~finite).float().view(1), torch.tensor(votes, device=self.ctx.device)]
+        )
         if self.ctx.is_distributed:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        skipped = bool(flags[0].item())
+        # The step's one host sync: the reduced flags with this rank's loss and norm.
+        read = torch.cat([flags, loss.float().view(1), grad_norm.float().view(1)]).tolist()
+        skipped, reduced_votes, loss_value, norm_value = bool(read[0]), read[1:-2], *read[-2:]
         if skipped:
             # A NaN forward may have poisoned the carried state: restart the rows from zeros.
             self.lstm_state = None
@@ -122,4 +142,5 @@ class StepRunner:
             if self.ema is not None:
                 self.ema.update()
         self.optimizers.zero_grad()
-        return StepResult(loss.item(), grad_norm.item(), skipped, flags[1:].tolist())
+        self._mark("optimizer")
+        return StepResult(loss_value, norm_value, skipped, reduced_votes)
