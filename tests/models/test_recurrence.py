@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lm1b.models.cell import EAGER
 from lm1b.models.gates import FactorizedGates, GroupedGates
 from lm1b.models.recurrence import LSTMPRecurrence, run_plain
 
@@ -36,7 +37,7 @@ def test_gradcheck_fused_recurrence(name):
     gate_map = gate_maps()[name]
     inputs = recurrence_inputs(gate_map)
     assert torch.autograd.gradcheck(
-        lambda *args: LSTMPRecurrence.apply(gate_map, *args), inputs, eps=1e-6, atol=1e-6
+        lambda *args: LSTMPRecurrence.apply(gate_map, EAGER, *args), inputs, eps=1e-6, atol=1e-6
     )
 
 
@@ -53,7 +54,7 @@ def test_fused_layer_matches_plain_autograd(name):
         if fused:
             pre = gate_map.input_side(x)
             weights = gate_map.recurrent_weights()
-            out, h, c = LSTMPRecurrence.apply(gate_map, pre, h0, c0, proj, *weights)
+            out, h, c = LSTMPRecurrence.apply(gate_map, EAGER, pre, h0, c0, proj, *weights)
         else:
             out, h, c = run_plain(gate_map, proj, x, h0, c0)
         loss = out.tanh().sum() + (h * h).sum() + c.sin().sum()

@@ -28,6 +28,11 @@ class TrainerConfig:
     # start afresh. Ignored when the run resumes from its own checkpoint.
     init_from: str | None = None
     max_consecutive_skips: int = 10  # non-finite steps in a row before aborting
+    # GPU fast paths (no effect on a CPU; each falls back to the plain path, with a warning,
+    # where it cannot be used): replay every LSTM layer's training step as a CUDA graph, and
+    # run the cell's pointwise gate math as torch.compile-fused kernels.
+    cuda_graphs: bool = True
+    fused_cell: bool = True
 
 
 def validate_trainer(cfg: TrainerConfig) -> None:

@@ -4,7 +4,9 @@ A gate map owns the gate weights and biases and splits T into the two halves the
 needs: `input_side(x)` for all time steps at once (hoisted out of the time loop, autograd
 differentiates it as one batched product) and the recurrent half, which the fused recurrence
 (`recurrence.LSTMPRecurrence`) drives step by step through `step` / `step_backward` and whose
-weight gradients it asks for once per window through `weight_grads`.
+weight gradients it asks for once per window through `weight_grads`. `step_backward` returns
+the gradient of h_{t-1} and that of the step's slice of `pre`, or None where pre enters the
+gates additively (then pre's gradient is the gate gradient itself).
 
 Gate layout inside the recurrence is group-major, (G, B, 4, n/G): group g's slice of i, j, f,
 o in that order, G = num_groups (1 for BIGLSTM and F-LSTM). Cell unit u of group g is unit
@@ -89,23 +91,17 @@ class GroupedGates(nn.Module):
         """The tensors `step` reads, passed through the autograd Function to get their grads."""
         return (self.weight_hh,)
 
-    def new_pre_grad(self, pre_shape: torch.Size, d_gates: Tensor) -> Tensor:
-        """The gradient buffer of `pre`: the gate gradient itself, since pre enters additively."""
-        return d_gates
-
     def step(self, pre_t: Tensor, h: Tensor, weights: tuple[Tensor, ...]) -> tuple[Tensor, None]:
         """Gate pre-activations of one step: pre_t (k, B, 4n/k) + h (B, p) -> (k, B, 4n/k)."""
         (weight_hh,) = weights
         h_g = h.view(h.shape[0], self.num_groups, -1).transpose(0, 1)  # (k, B, p/k)
         return torch.baddbmm(pre_t, h_g, weight_hh), None
 
-    def step_backward(
-        self, d_gates_t: Tensor, d_pre_t: Tensor, weights: tuple[Tensor, ...]
-    ) -> Tensor:
-        """Gradient of h_{t-1} from d_gates_t (k, B, 4n/k); d_pre_t already aliases d_gates_t."""
+    def step_backward(self, d_gates_t: Tensor, weights: tuple[Tensor, ...]) -> tuple[Tensor, None]:
+        """Gradient of h_{t-1} (B, p) from d_gates_t (k, B, 4n/k); pre's is d_gates_t itself."""
         (weight_hh,) = weights
         d_h = torch.bmm(d_gates_t, weight_hh.transpose(1, 2))  # (k, B, p/k)
-        return d_h.transpose(0, 1).reshape(d_h.shape[1], -1)  # (B, p)
+        return d_h.transpose(0, 1).reshape(d_h.shape[1], -1), None
 
     def weight_grads(
         self, d_gates: Tensor, d_pre: Tensor, h_prev: Tensor, saved: list
@@ -160,10 +156,6 @@ class FactorizedGates(nn.Module):
         """W1_h, W2 and the bias with the forget offset (autograd carries its grad to `bias`)."""
         return self.w1_h, self.w2, self.bias + forget_offset(self.bias, self.forget_bias)
 
-    def new_pre_grad(self, pre_shape: torch.Size, d_gates: Tensor) -> Tensor:
-        """The gradient buffer of `pre` (1, T, B, r), filled by `step_backward`."""
-        return d_gates.new_empty(pre_shape)
-
     def step(self, pre_t: Tensor, h: Tensor, weights: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         """pre_t (1, B, r) + h (B, p) -> gates (1, B, 4n); also returns z = W1 [x, h] (B, r)."""
         w1_h, w2, bias = weights
@@ -171,12 +163,12 @@ class FactorizedGates(nn.Module):
         return torch.addmm(bias, z, w2).unsqueeze(0), z
 
     def step_backward(
-        self, d_gates_t: Tensor, d_pre_t: Tensor, weights: tuple[Tensor, ...]
-    ) -> Tensor:
-        """Write dz into d_pre_t (1, B, r); return the gradient of h_{t-1} (B, p)."""
+        self, d_gates_t: Tensor, weights: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Tensor]:
+        """Gradients of h_{t-1} (B, p) and of pre's slice, dz (1, B, r), from d_gates_t."""
         w1_h, w2, _ = weights
-        d_z = torch.mm(d_gates_t[0], w2.t(), out=d_pre_t[0])  # (B, r)
-        return torch.mm(d_z, w1_h.t())
+        d_z = torch.mm(d_gates_t[0], w2.t())  # (B, r)
+        return torch.mm(d_z, w1_h.t()), d_z.unsqueeze(0)
 
     def weight_grads(
         self, d_gates: Tensor, d_pre: Tensor, h_prev: Tensor, saved: list

@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lm1b.config.model import ModelConfig
+from lm1b.models.cell import EAGER, CellMath
 from lm1b.models.cudnn import CudnnLSTMStack
 from lm1b.models.gates import FactorizedGates, GroupedGates, glorot_uniform_
+from lm1b.models.graphs import LayerGraphs
 from lm1b.models.recurrence import LSTMPRecurrence, run_plain
 
 State = tuple[Tensor, Tensor]
@@ -36,6 +38,7 @@ class LSTMPLayer(nn.Module):
         self.gates = gates
         self.proj = nn.Parameter(torch.empty(state_size, projection_size))  # h = m @ P
         glorot_uniform_(self.proj, fan_in=state_size, fan_out=projection_size)
+        self.cell: CellMath = EAGER  # the fused one is switched on by acceleration.py
 
     def forward(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Fast path: hoisted input product + fused recurrence. Returns (T, B, p), h_T, c_T."""
@@ -43,13 +46,13 @@ class LSTMPLayer(nn.Module):
         weights = self.gates.recurrent_weights()
         dtype = _autocast_dtype(x.device)
         if dtype is None:
-            return LSTMPRecurrence.apply(self.gates, pre, h0, c0, self.proj, *weights)
+            return LSTMPRecurrence.apply(self.gates, self.cell, pre, h0, c0, self.proj, *weights)
         # Under autocast (bf16 training) the fused recurrence gets one dtype for everything and
         # runs with autocast off. The casts are differentiable, so the fp32 master weights
         # still receive fp32 gradients. The cell state is kept in that dtype too.
         pre, h0, c0, proj, *weights = (t.to(dtype) for t in (pre, h0, c0, self.proj, *weights))
         with torch.autocast(x.device.type, enabled=False):
-            return LSTMPRecurrence.apply(self.gates, pre, h0, c0, proj, *weights)
+            return LSTMPRecurrence.apply(self.gates, self.cell, pre, h0, c0, proj, *weights)
 
     def forward_plain(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Reference path: per-step loop under autograd; same result as `forward`."""
@@ -64,6 +67,7 @@ class LSTMPStack(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.state_size = state_size
         self.dropout = dropout
+        self.graphs: LayerGraphs | None = None  # CUDA graphs, switched on by acceleration.py
 
     def forward(self, inputs: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """inputs (T, B, p) -> outputs (T, B, p), (h (L, B, p), c (L, B, n))."""
@@ -81,9 +85,11 @@ class LSTMPStack(nn.Module):
 
     def _run(self, inputs: Tensor, state: State | None, plain: bool) -> tuple[Tensor, State]:
         h0, c0 = state if state is not None else self.zero_state(inputs.shape[1], inputs)
+        runs = [layer.forward_plain if plain else layer for layer in self.layers]
+        if self.graphs is not None and self.training and not plain:
+            runs = self.graphs.layer_calls(inputs, h0, c0) or runs
         x, h_last, c_last = inputs, [], []
-        for layer, h, c in zip(self.layers, h0.unbind(0), c0.unbind(0), strict=True):
-            run = layer.forward_plain if plain else layer
+        for run, h, c in zip(runs, h0.unbind(0), c0.unbind(0), strict=True):
             x, h, c = run(x, h, c)
             x = F.dropout(x, self.dropout, self.training)
             h_last.append(h)

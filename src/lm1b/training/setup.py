@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from lm1b.config import ConfigError, TrainConfig
 from lm1b.config.model import ModelConfig
 from lm1b.data.build import build_eval_stream, build_train_loader, resolve_data_files
+from lm1b.models.acceleration import enable_fast_paths
 from lm1b.models.language_model import build_language_model
 from lm1b.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state, tokenizer_state
 from lm1b.training.checkpoint import (
@@ -108,6 +109,8 @@ def _build_model(cfg: TrainConfig, ctx: DistContext, tokenizer: Tokenizer, check
     model = build_language_model(cfg.model, vocab_size=tokenizer.vocab_size).to(ctx.device)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
+    fast = enable_fast_paths(model, cfg.trainer, ctx.device)
+    logger.info("GPU fast paths: %s", ", ".join(f"{k}={v}" for k, v in fast.items()))
     if ctx.is_distributed:
         # Only the dense stack: the vocabulary tables' sparse rows are exchanged by the step.
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None

@@ -1,0 +1,83 @@
+"""The cell's pointwise step (eager and torch.compile-fused) against autograd of the textbook
+formulas, and the fused cell's fall-back to eager."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from lm1b.models import cell as cell_module
+from lm1b.models.cell import CellMath, cell_backward, cell_forward
+
+G, B, W = 2, 3, 5
+
+
+def textbook(gates: torch.Tensor, c_prev: torch.Tensor):
+    i, j, f, o = gates.unbind(2)
+    c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(j)
+    return c, torch.sigmoid(o) * torch.tanh(c)
+
+
+def random_step(dtype=torch.float64):
+    gates = torch.randn(G, B, 4, W, dtype=dtype) * 2
+    return gates, torch.randn(G, B, W, dtype=dtype), torch.randn(G, B, W, dtype=dtype)
+
+
+def test_forward_and_backward_match_autograd_of_the_formulas():
+    gates, c_prev, d_c_next = random_step()
+    d_m = torch.randn(G, B, W, dtype=torch.float64)
+    act, c, tanh_c, m = cell_forward(gates, c_prev)
+    gates_ref, c_prev_ref = gates.clone().requires_grad_(), c_prev.clone().requires_grad_()
+    c_ref, m_ref = textbook(gates_ref, c_prev_ref)
+    torch.testing.assert_close(c, c_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(m, m_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(tanh_c, torch.tanh(c_ref), rtol=1e-12, atol=1e-12)
+    # d_c_next stands for dL/dc_t arriving from the later steps.
+    (c_ref * d_c_next + m_ref * d_m).sum().backward()
+    d_gates, d_c_prev = cell_backward(d_m, d_c_next, act, tanh_c, c_prev)
+    torch.testing.assert_close(d_gates, gates_ref.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(d_c_prev, c_prev_ref.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_compiled_cell_matches_eager():
+    """torch.compile (inductor's CPU back-end here; Triton on a GPU) fuses the same math."""
+    fused = CellMath(fused=True)
+    gates, c_prev, d_c = random_step(torch.float32)
+    d_m = torch.randn(G, B, W)
+    eager_fwd = cell_forward(gates, c_prev)
+    fused_fwd = fused.forward(gates, c_prev)
+    for got, want in zip(fused_fwd, eager_fwd, strict=True):
+        torch.testing.assert_close(got, want)
+    act, _, tanh_c, _ = eager_fwd
+    for got, want in zip(
+        fused.backward(d_m, d_c, act, tanh_c, c_prev),
+        cell_backward(d_m, d_c, act, tanh_c, c_prev),
+        strict=True,
+    ):
+        torch.testing.assert_close(got, want)
+    assert fused.fused  # it compiled, no fall-back
+
+
+def test_a_failing_fused_cell_falls_back_to_eager_once(monkeypatch, caplog):
+    calls = []
+
+    def broken_compile(function, **options):
+        def compiled(*args):
+            calls.append(function.__name__)
+            raise RuntimeError("no compiler back-end")
+
+        return compiled
+
+    monkeypatch.setattr(cell_module.torch, "compile", broken_compile)
+    fused = CellMath(fused=True)
+    gates, c_prev, _ = random_step()
+    with caplog.at_level(logging.WARNING, logger="lm1b.models.cell"):
+        first = fused.forward(gates, c_prev)
+        second = fused.forward(gates, c_prev)
+    for got, want in zip(first + second, cell_forward(gates, c_prev) * 2, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert calls == ["cell_forward"] and not fused.fused
+    assert [r.message for r in caplog.records if "fused LSTM cell" in r.message]
