@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from lm1b.config.model import ModelConfig
 from lm1b.models.lstm_stack import build_lstm_stack
-from lm1b.models.sampler import LogUniformSampler
+from lm1b.models.sampler import CandidateSample, LogUniformSampler
 from lm1b.models.softmax import SoftmaxLayer, uniform_unit_scaling_
 
 State = tuple[Tensor, Tensor]  # h (L, B, p), c (L, B, n)
@@ -73,8 +73,10 @@ class LanguageModel(nn.Module):
         state: State | None = None,
         mask: Tensor | None = None,
         generator: torch.Generator | None = None,
+        sample: CandidateSample | None = None,
     ) -> LMOutput:
-        """One window: (B, T) ids in, the loss of predicting (B, T) targets out."""
+        """One window: (B, T) ids in, the loss of predicting (B, T) targets out. In training,
+        `sample` is the sample set to use (else one is drawn from `generator`)."""
         # Time-major inside (the stack's layout); transposing the ids is cheaper than the
         # activations, so targets and mask follow the hidden states' (T, B) order.
         embedded = self.embedding(inputs.t())  # (T, B, p)
@@ -84,7 +86,9 @@ class LanguageModel(nn.Module):
         flat_targets = targets.t().reshape(-1)  # (T * B,)
         flat_mask = None if mask is None else mask.t().reshape(-1)
         if self.training:
-            return self._sampled(hidden, flat_targets, flat_mask, generator, new_state)
+            if sample is None:
+                sample = self.sampler.sample(generator, device=hidden.device)
+            return self._sampled(hidden, flat_targets, flat_mask, sample, new_state)
         nll_sum, num_tokens = self.softmax.full_nll(
             hidden,
             flat_targets,
@@ -100,11 +104,10 @@ class LanguageModel(nn.Module):
         hidden: Tensor,
         targets: Tensor,
         mask: Tensor | None,
-        generator: torch.Generator | None,
+        sample: CandidateSample,
         state: State,
     ) -> LMOutput:
         """Training loss over one sample set shared by the whole batch."""
-        sample = self.sampler.sample(generator, device=hidden.device)
         loss = self.softmax.sampled_loss(hidden, targets, sample, mask)
         num_tokens = targets.new_tensor(targets.numel()) if mask is None else mask.sum()
         return LMOutput(loss, loss * num_tokens, num_tokens, state)

@@ -54,6 +54,7 @@ class StepRunner:
         self.ctx = ctx
         self.lstm_params = lstm_parameters(model)
         self.tables = table_parameters(model)
+        self.softmax_param_ids = {id(p) for p in model.softmax.parameters()}
         self.rows_per_rank = cfg.data.batch_size // ctx.world_size
         # Seeded from (seed, step) on every rank: one sample set for all, and nothing to save.
         self.sample_generator = torch.Generator(device=ctx.device)
@@ -74,19 +75,19 @@ class StepRunner:
             device_type=self.ctx.device.type, dtype=torch.bfloat16, cache_enabled=False
         )
 
-    def _forward_backward(self, batch: Batch, step: int) -> torch.Tensor:
+    def _forward_backward(self, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's loss (detached) and its sampled ids (S,), the same on every rank."""
         self.sample_generator.manual_seed(self.cfg.seed * 1_000_003 + step)
+        sample = self.model.sampler.sample(self.sample_generator, device=self.ctx.device)
         with self._autocast():
-            out = self.model(
-                batch.inputs, batch.targets, self.lstm_state, generator=self.sample_generator
-            )
+            out = self.model(batch.inputs, batch.targets, self.lstm_state, sample=sample)
         self.lstm_state = tuple(s.detach() for s in out.state)
         loss = self._inject_nan(out.loss, step)
         self._mark("forward")
         scale = self.cfg.data.num_steps if self.cfg.optim.scale_loss_by_num_steps else 1
         (loss * scale).backward()
         self._mark("backward")
-        return loss.detach()
+        return loss.detach(), sample.ids
 
     def _inject_nan(self, loss: torch.Tensor, step: int) -> torch.Tensor:
         testing = self.cfg.testing
@@ -94,14 +95,16 @@ class StepRunner:
         on_rank = testing.nan_on_rank is None or testing.nan_on_rank == self.ctx.rank
         return loss * float("nan") if hit and on_rank else loss
 
-    def _sync_tables(self) -> torch.Tensor:
-        """Average the tables' gradients over ranks; a device bool: all of them are finite."""
+    def _sync_tables(self, sampled_ids: torch.Tensor) -> torch.Tensor:
+        """Average the tables' gradients over ranks; a device bool: all of them are finite.
+        The softmax tables' rows at `sampled_ids` (S,) are exchanged as one shared block."""
         finite = torch.ones((), dtype=torch.bool, device=self.ctx.device)
         for param in self.tables:
             if self.ctx.is_distributed:
                 if param.grad is None or param.grad.is_sparse:
                     # None: this rank touched no row, but it still takes part in the exchange.
-                    average_sparse_gradient(param, self.ctx.world_size)
+                    shared = sampled_ids if id(param) in self.softmax_param_ids else None
+                    average_sparse_gradient(param, self.ctx.world_size, shared)
                 else:
                     dist.all_reduce(param.grad)
                     param.grad.div_(self.ctx.world_size)
@@ -120,15 +123,13 @@ class StepRunner:
     def run(self, batch: Batch, step: int, votes: list[float]) -> StepResult:
         """Take step number `step` (1-based) on `batch`; `votes` are reduced with MAX across
         ranks in the same collective as the non-finite flag."""
-        loss = self._forward_backward(batch, step)
-        tables_finite = self._sync_tables()
+        loss, sampled_ids = self._forward_backward(batch, step)
+        tables_finite = self._sync_tables(sampled_ids)
         max_norm = self.cfg.optim.max_grad_norm or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.lstm_params, max_norm)
         finite = tables_finite & torch.isfinite(loss) & torch.isfinite(grad_norm)
         # (1 + len(votes),) float32: [this rank is non-finite, *votes], MAX-reduced over ranks.
-        flags = torch.cat(
-            [(~finite).float().view(1), torch.tensor(votes, device=self.ctx.device)]
-        )
+        flags = torch.cat([(~finite).float().view(1), torch.tensor(votes, device=self.ctx.device)])
         if self.ctx.is_distributed:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         # The step's one host sync: the reduced flags with this rank's loss and norm.
