@@ -23,7 +23,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint demo synthetic train eval score bench table data summary tensorboard clean
+.PHONY: help setup test test-fast lint demo synthetic train eval score bench gpu-check table data summary tensorboard clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,6 +76,10 @@ score: $(STAMP) ## per-sentence log-probs as JSON lines: make score CKPT=... INP
 
 bench: $(STAMP) ## benchmark every variant: make bench PRESET=tiny|cpu|full
 	$(PY) -m lm1b.bench preset=$(PRESET) $(ARGS)
+
+# No $(STAMP): a GPU machine brings its own CUDA torch (the script picks .venv when there is one).
+gpu-check: ## the GPU check (env, GPU tests, bench preset=full) in under 8 minutes: make gpu-check [ARGS=...]
+	scripts/gpu_check.sh $(ARGS)
 
 table: $(STAMP) ## the paper's table on the shared sample: make table BUDGET=180 [ARGS="variants=[...]"]
 	$(PY) -m lm1b.table budget_seconds=$(BUDGET) $(ARGS)

@@ -14,7 +14,7 @@ import torch
 
 from lm1b.config.model import ModelConfig
 from lm1b.config.trainer import TrainerConfig
-from lm1b.models.acceleration import enable_fast_paths
+from lm1b.models.acceleration import enable_fast_paths, fast_path_status
 from lm1b.models.language_model import build_language_model
 
 pytestmark = [
@@ -69,14 +69,18 @@ def train(model, precision: str, steps: int = 5) -> list[float]:
     return losses
 
 
-@pytest.mark.parametrize(("model_type", "num_groups"), [("biglstm", 1), ("glstm", 4), ("flstm", 1)])
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+# Each case compiles the cell for its own shapes and dtype: three cover every gate map and
+# both precisions within the GPU check's time budget.
+@pytest.mark.parametrize(
+    ("model_type", "num_groups", "precision"),
+    [("biglstm", 1, "fp32"), ("glstm", 4, "bf16"), ("flstm", 1, "bf16")],
+)
 def test_fast_paths_engage_and_match_eager(model_type, num_groups, precision):
     eager, fast = model_pair(model_type, num_groups)
     want = train(eager, precision)
     got = train(fast, precision)
-    assert fast.rnn.graphs.captured and not fast.rnn.graphs.failed
-    assert all(layer.cell.fused for layer in fast.rnn.layers)  # compiled, no fall-back
+    # Captured and compiled: neither fell back to eager.
+    assert fast_path_status(fast) == {"cuda_graphs": True, "fused_cell": True}
     tolerance = 1e-4 if precision == "fp32" else 3e-2
     torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance)
     for (name, a), b in zip(fast.named_parameters(), eager.parameters(), strict=True):

@@ -11,7 +11,7 @@ import torch
 
 from lm1b.config.model import ModelConfig
 from lm1b.config.trainer import TrainerConfig
-from lm1b.models.acceleration import enable_fast_paths
+from lm1b.models.acceleration import enable_fast_paths, fast_path_status
 from lm1b.models.graphs import LayerGraphs
 from lm1b.models.language_model import build_language_model
 from lm1b.models.lstm_stack import build_lstm_stack
@@ -151,6 +151,8 @@ def test_fast_paths_are_switched_on_for_our_stack_on_cuda_only(model_type):
     model = build_language_model(cfg)
     enabled = enable_fast_paths(model, trainer, torch.device("cuda"))
     assert enabled == {"cuda_graphs": ours, "fused_cell": ours}
+    # Engaged: the cell is compiled (lazily), the graphs not captured before two steps ran.
+    assert fast_path_status(model) == {"cuda_graphs": False, "fused_cell": ours}
     if ours:
         assert model.rnn.graphs is not None
         assert all(layer.cell.fused for layer in model.rnn.layers)

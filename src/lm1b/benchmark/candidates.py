@@ -2,20 +2,25 @@
 
 Each candidate is built exactly as a training run builds it (the experiment's config composed
 with the preset's sizes, `build_language_model`, `Optimizers`, the EMA, `StepRunner` in a
-single-process DistContext), so a timed step is the recipe's whole step: forward with the
-sampled softmax, backward, the table-gradient pass, clipping, both optimizers and the EMA.
-Only the data differs: a few fixed batches of uniformly random ids, so the loader is not timed.
+single-process DistContext, the GPU fast paths the trainer config enables), so a timed step
+is the recipe's whole step: forward with the sampled softmax, backward, the table-gradient
+pass, clipping, both optimizers and the EMA. Only the data differs: a few fixed batches of
+uniformly random ids, so the loader is not timed.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
-from lm1b.config import TrainConfig, compose_config
+from lm1b.config import ConfigError, TrainConfig, compose_config
 from lm1b.config.bench import Preset
 from lm1b.data.batch import Batch
+from lm1b.models.acceleration import enable_fast_paths
 from lm1b.models.language_model import LanguageModel, build_language_model
 from lm1b.plan import train_flops_per_word
 from lm1b.summary import count_parameters
@@ -37,9 +42,13 @@ class Candidate:
     runner: StepRunner
     batches: list[Batch]
     flops_per_word: float  # forward + backward, LSTM stack and sampled softmax
+    fast_paths: dict[str, bool]  # which GPU fast paths are on (enable_fast_paths)
+    build_seconds: float
+    warmup_seconds: float | None = None  # the warm-up steps: compilation, graph capture, ...
     step: int = 0
     seconds: list[float] = field(default_factory=list)  # mean step time of each timed pass
     transient_bytes: list[int] = field(default_factory=list)  # CUDA only: peak above resident
+    phase_seconds: dict[str, list[float]] = field(default_factory=dict)  # the breakdown's
 
     @property
     def rnn_params(self) -> int:
@@ -85,6 +94,24 @@ def preset_overrides(preset: Preset, precision: str) -> list[str]:
     ]
 
 
+def compose_variant_config(
+    name: str, preset: Preset, precision: str, overrides: list[str]
+) -> TrainConfig:
+    """Variant `name`'s training config at the preset's sizes, then the bench's `overrides`
+    (applied to every variant); an override Hydra or the schema rejects raises ConfigError."""
+    try:
+        return compose_config(
+            [*variant_overrides(name), *preset_overrides(preset, precision), *overrides]
+        )
+    except (HydraException, OmegaConfBaseException, ConfigError) as error:
+        if not overrides:
+            raise
+        cause = f" ({str(error.__cause__).splitlines()[0]})" if error.__cause__ else ""
+        raise ConfigError(
+            f"overrides={overrides!r} is invalid for {name}: {error}{cause}"
+        ) from error
+
+
 def random_batches(cfg: TrainConfig, device: torch.device) -> list[Batch]:
     """NUM_BATCHES batches of (B, T) uniformly random ids, each target the next input."""
     batch, steps, vocab = cfg.data.batch_size, cfg.data.num_steps, cfg.model.vocab_size
@@ -95,14 +122,14 @@ def random_batches(cfg: TrainConfig, device: torch.device) -> list[Batch]:
     return batches
 
 
-def build_candidate(
-    name: str, preset: Preset, precision: str, device: torch.device, seed: int
-) -> Candidate:
-    """Variant `name` at the preset's size on `device`, wired as the trainer wires a run."""
-    cfg = compose_config([*variant_overrides(name), *preset_overrides(preset, precision)])
+def build_candidate(name: str, cfg: TrainConfig, device: torch.device, seed: int) -> Candidate:
+    """Variant `name` from its training config on `device`, wired as the trainer wires a run."""
+    start = time.perf_counter()
     torch.manual_seed(seed)
     with device:
         model = build_language_model(cfg.model).train()
+    # As the trainer does: once the model is on its device, before the optimizers see it.
+    fast_paths = enable_fast_paths(model, cfg.trainer, device)
     optimizers = Optimizers(model, cfg.optim)
     ema = None
     if cfg.optim.ema_decay:
@@ -110,4 +137,8 @@ def build_candidate(
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
     runner = StepRunner(model, optimizers, ema, cfg, ctx)
     flops = train_flops_per_word(model, cfg.model.num_sampled)
-    return Candidate(name, cfg, model, runner, random_batches(cfg, device), flops)
+    batches = random_batches(cfg, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the build's queued initialisation belongs to the build
+    seconds = time.perf_counter() - start
+    return Candidate(name, cfg, model, runner, batches, flops, fast_paths, seconds)

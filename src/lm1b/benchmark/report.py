@@ -2,7 +2,9 @@
 
 Speed-ups are medians over passes of per-pass ratios to the faster of the two BIGLSTM
 implementations in that same pass: on a shared machine a slow pass slows every variant alike,
-so the ratio survives noise that the absolute times do not.
+so the ratio survives noise that the absolute times do not. With neither BIGLSTM in the run
+(not asked for, or failed) the ratios are None and print as "-". `vs cuDNN` is the same ratio
+to the cuDNN BIGLSTM alone: the baseline issue 8's targets (the paper's ratios) are set against.
 """
 
 from __future__ import annotations
@@ -10,15 +12,21 @@ from __future__ import annotations
 import statistics
 
 from lm1b.benchmark.candidates import Candidate
+from lm1b.benchmark.timing import PHASES
+from lm1b.models.acceleration import fast_path_status
 
 BASELINES = ("biglstm", "biglstm_cudnn")
+CUDNN = "biglstm_cudnn"
 # The paper's (v3) words/sec ratios over BIGLSTM on 4x V100 (REFERENCE.md).
 PAPER_RATIOS = {"flstm_r512": 1.67, "glstm_k2": 1.39, "glstm_k4": 1.66, "glstm_k8": 1.73}
 
 
-def baseline_seconds(candidates: list[Candidate]) -> list[float] | None:
-    """Per pass, the step time of the faster BIGLSTM; None when neither baseline was run."""
-    times = [c.seconds for c in candidates if c.name in BASELINES]
+def baseline_seconds(
+    candidates: list[Candidate], names: tuple[str, ...] = BASELINES
+) -> list[float] | None:
+    """Per pass, the step time of the fastest of `names` (default: the faster BIGLSTM); None
+    when none of them was run."""
+    times = [c.seconds for c in candidates if c.name in names]
     if not times:
         return None
     return [min(per_pass) for per_pass in zip(*times, strict=True)]
@@ -37,10 +45,22 @@ def memory_bytes(candidate: Candidate) -> int:
     return candidate.state_bytes() + int(transient)
 
 
+def breakdown_ms(candidate: Candidate) -> dict[str, float] | None:
+    """Median ms of each phase of the breakdown's steps; None before the breakdown ran."""
+    if not candidate.phase_seconds:
+        return None
+    return {phase: 1e3 * statistics.median(s) for phase, s in candidate.phase_seconds.items()}
+
+
 def variant_record(
-    candidate: Candidate, baseline: list[float] | None, biglstm_flops: float | None, ceiling: float
+    candidate: Candidate,
+    baselines: tuple[list[float] | None, list[float] | None],
+    biglstm_flops: float | None,
+    ceiling: float,
 ) -> dict:
-    """One variant's entry of bench.json's `variants` list."""
+    """One variant's entry of bench.json's `variants` list; `baselines`: the per-pass step
+    times of the faster BIGLSTM and of the cuDNN BIGLSTM."""
+    faster_biglstm, cudnn = baselines
     model = candidate.cfg.model
     seconds = statistics.median(candidate.seconds)
     words_per_sec = candidate.words_per_step / seconds
@@ -54,22 +74,29 @@ def variant_record(
         "seconds_per_step": seconds,
         "pass_seconds_per_step": candidate.seconds,
         "words_per_sec": words_per_sec,
-        "ratio_to_biglstm": ratio_to_baseline(candidate, baseline),
+        "ratio_to_biglstm": ratio_to_baseline(candidate, faster_biglstm),
+        "ratio_to_cudnn": ratio_to_baseline(candidate, cudnn),
         "paper_ratio": PAPER_RATIOS.get(candidate.name),
         "flops_per_word": candidate.flops_per_word,
         "flop_ratio": None if biglstm_flops is None else biglstm_flops / candidate.flops_per_word,
         "tflops": tflops,
         "peak_fraction": tflops / ceiling,
         "memory_bytes": memory_bytes(candidate),
+        "breakdown_ms": breakdown_ms(candidate),
+        "fast_paths": candidate.fast_paths,  # switched on at build
+        "fast_paths_engaged": fast_path_status(candidate.model),  # still on after the steps
+        "build_seconds": candidate.build_seconds,
+        "warmup_seconds": candidate.warmup_seconds,
     }
 
 
 def variant_records(candidates: list[Candidate], ceiling_tflops: float) -> list[dict]:
     """bench.json's `variants`: one record per candidate, in the order they ran."""
-    baseline = baseline_seconds(candidates)
+    baselines = baseline_seconds(candidates), baseline_seconds(candidates, (CUDNN,))
     dense = [c.flops_per_word for c in candidates if c.name == "biglstm"]
     return [
-        variant_record(c, baseline, dense[0] if dense else None, ceiling_tflops) for c in candidates
+        variant_record(c, baselines, dense[0] if dense else None, ceiling_tflops)
+        for c in candidates
     ]
 
 
@@ -77,18 +104,27 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _phases(breakdown: dict[str, float] | None) -> str:
+    """The breakdown's columns: forward, backward and optimizer ms ("-" before it ran)."""
+    if breakdown is None:
+        return " ".join(f"{'-':>7}" for _ in PHASES)
+    return " ".join(f"{breakdown[phase]:>7.1f}" for phase in PHASES)
+
+
 def format_table(records: list[dict]) -> str:
     """The records as a fixed-width table, one line per variant."""
     lines = [
         f"{'variant':<14} {'RNN params':>11} {'ms/step':>9} {'words/sec':>10} {'vs BIG':>7} "
-        f"{'paper':>6} {'FLOPs':>6} {'GFLOP/w':>8} {'TFLOP/s':>8} {'% peak':>7} {'mem MB':>8}"
+        f"{'vs cuDNN':>8} {'paper':>6} {'FLOPs':>6} {'GFLOP/w':>8} {'TFLOP/s':>8} {'% peak':>7} {'mem MB':>8} "
+        f"{'fwd ms':>7} {'bwd ms':>7} {'opt ms':>7}"
     ]
     for r in records:
         lines.append(
             f"{r['name']:<14} {r['rnn_params']:>11,} {r['seconds_per_step'] * 1e3:>9.1f} "
             f"{r['words_per_sec']:>10,.0f} {_ratio(r['ratio_to_biglstm']):>7} "
-            f"{_ratio(r['paper_ratio']):>6} {_ratio(r['flop_ratio']):>6} "
+            f"{_ratio(r['ratio_to_cudnn']):>8} {_ratio(r['paper_ratio']):>6} {_ratio(r['flop_ratio']):>6} "
             f"{r['flops_per_word'] / 1e9:>8.3g} {r['tflops']:>8.3g} "
-            f"{100 * r['peak_fraction']:>6.1f}% {r['memory_bytes'] / 2**20:>8,.1f}"
+            f"{100 * r['peak_fraction']:>6.1f}% {r['memory_bytes'] / 2**20:>8,.1f} "
+            f"{_phases(r['breakdown_ms'])}"
         )
     return "\n".join(lines)

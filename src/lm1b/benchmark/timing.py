@@ -1,15 +1,16 @@
-"""Timing discipline (docs PERFORMANCE.md "How to measure"), the device's matmul ceiling and
-its name.
+"""Timing discipline (docs PERFORMANCE.md "How to measure"), the step-time breakdown, the
+device's matmul and copy ceilings and its name.
 
 Variants are timed in ONE process, interleaved (A B C ... A B C ...) over several passes after
-a warm-up pass, so slow drifts of a shared machine hit every variant alike; each timed block is
-several whole training steps with the device synchronised only at its two ends. (The step
-itself reads its loss and gradient norm back to the host, as the trainer's does.)
+two warm-up steps each, so slow drifts of a shared machine hit every variant alike; each timed
+block is several whole training steps with the device synchronised only at its two ends. (The
+step itself reads its loss and gradient norm back to the host, as the trainer's does.) The
+breakdown into forward, backward and optimizer is timed in separate steps afterwards, because
+it synchronises the device between the phases.
 """
 
 from __future__ import annotations
 
-import logging
 import platform
 import time
 from collections.abc import Callable
@@ -19,9 +20,14 @@ import torch
 
 from lm1b.benchmark.candidates import Candidate
 
-logger = logging.getLogger(__name__)
-
 CEILING_SIZE = {"cuda": 8192, "cpu": 1024}  # square matmul side: large enough to be compute-bound
+# Bytes of each of the copy's two buffers: far beyond any cache, so the copy streams memory.
+COPY_BYTES = {"cuda": 2**30, "cpu": 64 * 2**20}
+# The first step allocates and compiles; the second captures the CUDA graphs (the carried LSTM
+# state only takes its steady dtype after the first step: lm1b.models.graphs).
+WARMUP_STEPS = 2
+PHASES = ("forward", "backward", "optimizer")  # StepRunner.on_phase's names, in step order
+BREAKDOWN_STEPS = 3  # steps of each variant's breakdown (median per phase)
 
 
 def device_name(device: torch.device) -> str:
@@ -42,7 +48,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_block(step: Callable[[], None], num_steps: int, device: torch.device) -> float:
+def time_block(step: Callable[[], object], num_steps: int, device: torch.device) -> float:
     """Mean seconds per call of `step` over `num_steps` calls, synchronising only at the ends."""
     synchronize(device)
     start = time.perf_counter()
@@ -50,6 +56,12 @@ def time_block(step: Callable[[], None], num_steps: int, device: torch.device) -
         step()
     synchronize(device)
     return (time.perf_counter() - start) / num_steps
+
+
+def warm_up(candidate: Candidate, device: torch.device) -> None:
+    """The candidate's untimed first steps (allocations, lazy optimizer state, autotuning,
+    compilation, CUDA-graph capture); their seconds are kept to show where the time went."""
+    candidate.warmup_seconds = WARMUP_STEPS * time_block(candidate.train_step, WARMUP_STEPS, device)
 
 
 def time_candidate(candidate: Candidate, num_steps: int, device: torch.device) -> None:
@@ -63,35 +75,61 @@ def time_candidate(candidate: Candidate, num_steps: int, device: torch.device) -
         candidate.transient_bytes.append(torch.cuda.max_memory_allocated(device) - resident)
 
 
-def run_passes(
-    candidates: list[Candidate],
-    passes: int,
-    steps_per_pass: int,
-    device: torch.device,
-    ceiling: Callable[[], float],
-) -> list[float]:
-    """One untimed warm-up step per candidate (allocations, lazy optimizer state, autotuning),
-    then `passes` interleaved timed passes of `steps_per_pass` steps each. The matmul ceiling
-    is measured once per pass too, under the same conditions; returns its TFLOP/s per pass."""
-    for candidate in candidates:
-        candidate.train_step()
-    ceilings = []
-    for index in range(passes):
-        for candidate in candidates:
-            time_candidate(candidate, steps_per_pass, device)
-        ceilings.append(ceiling())
-        logger.info("pass %d/%d done", index + 1, passes)
-    return ceilings
+class PhaseClock:
+    """StepRunner.on_phase for the breakdown: synchronises the device as each phase ends, so a
+    phase's time is its own work, not just the time to queue it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, list[float]] = {phase: [] for phase in PHASES}
+        self.mark = 0.0
+
+    def start(self) -> None:
+        synchronize(self.device)
+        self.mark = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[phase].append(now - self.mark)
+        self.mark = now
+
+
+def time_phases(candidate: Candidate, num_steps: int, device: torch.device) -> None:
+    """Seconds of each phase in `num_steps` further steps, into candidate.phase_seconds. The
+    hook is removed afterwards: the timed passes must run without its synchronisations."""
+    clock = PhaseClock(device)
+    candidate.runner.on_phase = clock
+    try:
+        for _ in range(num_steps):
+            clock.start()
+            candidate.train_step()
+    finally:
+        candidate.runner.on_phase = None
+    candidate.phase_seconds = clock.seconds
+
+
+def _seconds_per_call(call: Callable[[], object], seconds: float, device: torch.device) -> float:
+    """Mean seconds of `call` repeated for about `seconds`, after two warm-up calls."""
+    single = time_block(call, 2, device)
+    return time_block(call, max(1, int(seconds / max(single, 1e-9))), device)
 
 
 def measure_matmul_tflops(device: torch.device, dtype: torch.dtype, seconds: float) -> float:
     """Achieved TFLOP/s of a large square matmul in `dtype` on `device`, repeated for about
-    `seconds` after a warm-up: the practical ceiling the variants' arithmetic is compared to
-    (measured rather than looked up, so it holds for any device and for a shared machine)."""
-    size = CEILING_SIZE["cuda" if device.type == "cuda" else "cpu"]
+    `seconds`: the practical arithmetic ceiling the variants are compared to (measured rather
+    than looked up, so it holds for any device and for a shared machine)."""
+    size = CEILING_SIZE[device.type]
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    single = time_block(lambda: torch.mm(a, b), 2, device)  # also the warm-up
-    repeats = max(1, int(seconds / max(single, 1e-9)))
-    per_call = time_block(lambda: torch.mm(a, b), repeats, device)
-    return 2.0 * size**3 / per_call / 1e12
+    return 2.0 * size**3 / _seconds_per_call(lambda: torch.mm(a, b), seconds, device) / 1e12
+
+
+def measure_copy_bandwidth(device: torch.device, seconds: float) -> float:
+    """Achieved GB/s of `dst.copy_(src)` between two large buffers, counting the bytes read and
+    the bytes written, repeated for about `seconds`: the memory ceiling of the step's
+    memory-bound parts (the recurrent weights re-read every time step, the table updates)."""
+    src = torch.ones(COPY_BYTES[device.type] // 4, device=device)  # float32
+    dst = torch.empty_like(src)
+    per_call = _seconds_per_call(lambda: dst.copy_(src), seconds, device)
+    return 2 * src.numel() * src.element_size() / per_call / 1e9

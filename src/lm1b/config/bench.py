@@ -2,8 +2,10 @@
 
 A preset fixes the model size and batch shape of every variant (`size` group, V, B, T, S) and
 how long to measure (passes, steps per pass, threads, precision); the optional fields below
-override one of its settings. Registered in Hydra's ConfigStore as `bench_schema`, so a typo
-in an override fails when the config is composed.
+override one of its settings, and `overrides` adds training-config overrides to every variant
+(quoted inside the list: `'overrides=["trainer.cuda_graphs=false"]'`; checked when the
+variants' configs are composed, before anything is built). Registered in Hydra's ConfigStore
+as `bench_schema`, so a typo in an override of these fields fails when the config is composed.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ PRESETS = {
     ),
     # The paper's sizes, one GPU's share of the batch (128 sequences as in v1's 8 GPUs). All
     # seven variants stay resident (about 100 GB: each has 1.6B table parameters plus their
-    # Adagrad state); on a smaller GPU pass fewer `variants`.
+    # Adagrad state); on a smaller GPU pass fewer `variants`. The time goes to each variant's
+    # warm-up (compilation, CUDA-graph capture: tens of seconds); the 5 x 5 timed steps of all
+    # seven take seconds: the run is meant to fit scripts/gpu_check.sh's 390 s (unmeasured).
     "full": Preset(
         "paper", 793471, 128, 20, 8192, passes=5, steps_per_pass=5, threads=None, precision="bf16"
     ),
@@ -73,9 +77,11 @@ class BenchConfig:
     threads: int | None = None
     precision: str | None = None
     batch_size: int | None = None
-    # Seconds spent timing a large matmul (the device's arithmetic ceiling), spread over passes.
+    # Seconds spent timing each ceiling (a large matmul, a large copy), spread over its
+    # measurements: one before the variants are built and one after every pass.
     ceiling_seconds: float = 1.0
     seed: int = 0
+    overrides: list[str] = field(default_factory=list)  # train-config overrides, every variant
 
 
 def register_bench_config() -> None:
@@ -94,7 +100,13 @@ def validate_bench_config(cfg: BenchConfig) -> BenchConfig:
     """Check the fields; raise ConfigError naming the field and the allowed values."""
     require(cfg.preset in PRESETS, "preset", cfg.preset, f"one of {list(PRESETS)}")
     unknown = [v for v in cfg.variants if v not in VARIANTS]
-    require(bool(cfg.variants) and not unknown, "variants", cfg.variants, f"a subset of {VARIANTS}")
+    distinct = len(set(cfg.variants)) == len(cfg.variants)  # a variant's name is its key
+    require(
+        bool(cfg.variants) and not unknown and distinct,
+        "variants",
+        cfg.variants,
+        f"distinct names from {VARIANTS}",
+    )
     require(cfg.device in DEVICES, "device", cfg.device, f"one of {list(DEVICES)}")
     for name in ("passes", "steps_per_pass", "threads", "batch_size"):
         value = getattr(cfg, name)

@@ -30,3 +30,15 @@ def enable_fast_paths(model: nn.Module, cfg: TrainerConfig, device: torch.device
     if enabled["cuda_graphs"]:
         stack.graphs = LayerGraphs(stack.layers)
     return enabled
+
+
+def fast_path_status(model: nn.Module) -> dict:
+    """Which fast paths are engaged now: graphs captured, the cell still compiled (either may
+    have fallen back to eager, with a warning, after `enable_fast_paths` switched it on)."""
+    stack = model.rnn
+    if not isinstance(stack, LSTMPStack):
+        return {"cuda_graphs": False, "fused_cell": False}
+    return {
+        "cuda_graphs": stack.graphs is not None and stack.graphs.captured,
+        "fused_cell": all(layer.cell.fused for layer in stack.layers),
+    }
