@@ -7,7 +7,7 @@
 #
 #   scripts/gpu_check.sh [bench overrides, e.g. 'variants=[biglstm,glstm_k8]']
 #   env: OUT (default outputs/gpu_check/<UTC time>), PRESET (full; tiny for a CPU smoke test),
-#        BENCH_TIMEOUT (330 s), TESTS_TIMEOUT (120 s), PYTHON (see below)
+#        BENCH_TIMEOUT (300 s), TESTS_TIMEOUT (120 s), PYTHON (see below)
 # Exits non-zero only when the bench wrote no bench.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,8 +52,8 @@ else
     echo "pytest is not installed: GPU tests skipped" | tee "$OUT/gpu_tests.txt"
 fi
 
-timeout -k 5 "${BENCH_TIMEOUT:-330}" "$PYTHON" -m lm1b.bench "preset=$PRESET" \
-    "hydra.run.dir=$OUT/bench" "$@" 2>&1 | tee "$OUT/bench.txt" ||
+timeout -k 5 "${BENCH_TIMEOUT:-300}" "$PYTHON" -m lm1b.bench "preset=$PRESET" \
+    "hydra.run.dir=$OUT/bench" hydra.output_subdir=null "$@" 2>&1 | tee "$OUT/bench.txt" ||
     echo "bench: exit status $? (124: timed out; bench.json keeps what was measured)"
 
 echo "files in $OUT: env.txt gpu_tests.txt bench.txt bench/bench.json bench/bench.log"

@@ -7,9 +7,12 @@ import logging
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from lm1b.models import cell as cell_module
 from lm1b.models.cell import CellMath, cell_backward, cell_forward
+from lm1b.models.gates import GroupedGates
+from lm1b.models.lstm_stack import LSTMPLayer
 
 G, B, W = 2, 3, 5
 
@@ -59,6 +62,27 @@ def test_compiled_cell_matches_eager():
     ):
         torch.testing.assert_close(got, want)
     assert fused.fused  # it compiled, no fall-back
+
+
+@pytest.mark.slow
+def test_a_fused_layer_compiles_once_per_shape_and_dtype():
+    """Carried state, fp32 then bf16, each backward run under autocast as CUDA-graph capture
+    runs it: one forward and one backward version per dtype, so Dynamo's recompile limit (8,
+    which ends a fullgraph compile and sent the cell back to eager) stays far away."""
+    layer = LSTMPLayer(GroupedGates(8, 16, num_groups=1, forget_bias=1.0), 16, 8)
+    layer.cell = CellMath(fused=True)
+    before = counters["stats"]["unique_graphs"]
+    for precision in ("fp32", "bf16"):
+        h, c = torch.zeros(3, 8), torch.zeros(3, 16)
+        for _ in range(3):
+            x = torch.randn(4, 3, 8, requires_grad=True)
+            bf16 = precision == "bf16"
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16, cache_enabled=False):
+                out, h, c = layer(x, h, c)
+                out.float().sum().backward()
+            h, c = h.detach(), c.detach()
+    assert layer.cell.fused
+    assert counters["stats"]["unique_graphs"] - before == 4
 
 
 def test_a_failing_fused_cell_falls_back_to_eager_once(monkeypatch, caplog):

@@ -11,6 +11,7 @@ Layouts are group-major as in the recurrence: gates (G, B, 4, w), state (G, B, w
 from __future__ import annotations
 
 import logging
+import types
 
 import torch
 from torch import Tensor
@@ -51,6 +52,20 @@ def cell_backward(
     return d_gates, d_c * f
 
 
+def _own_copy(function):
+    """`function` with a code object of its own. Dynamo keeps a function's compiled versions
+    on its code object, at most `recompile_limit` (8) of them, and raises once they are used up
+    under fullgraph=True: every model's CellMath gets its own budget this way, rather than all
+    models of a process (the benchmark holds seven) sharing one."""
+    return types.FunctionType(
+        function.__code__.replace(),
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+
+
 class CellMath:
     """The pair (forward, backward) a recurrence calls each step: eager, or compiled.
 
@@ -63,9 +78,11 @@ class CellMath:
         self.fused = fused
         self._forward, self._backward = cell_forward, cell_backward
         if fused:
-            # dynamic=False: one kernel per shape; a run has a single shape per layer.
-            self._forward = torch.compile(cell_forward, dynamic=False, fullgraph=True)
-            self._backward = torch.compile(cell_backward, dynamic=False, fullgraph=True)
+            # dynamic=False: one kernel per shape; a run has a single shape per layer. The
+            # recurrence passes the same layouts every step, and runs its backward with autocast
+            # off as the forward does, so each shape compiles once per dtype.
+            self._forward = torch.compile(_own_copy(cell_forward), dynamic=False, fullgraph=True)
+            self._backward = torch.compile(_own_copy(cell_backward), dynamic=False, fullgraph=True)
 
     def forward(self, gates: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return self._call(self._forward, cell_forward, gates, c_prev)

@@ -6,10 +6,9 @@ than running them. `LayerGraphs` captures every layer's forward and backward onc
 `torch.cuda.make_graphed_callables`, and replays them afterwards: a few launches per layer.
 
 When: a training-mode, grad-enabled call on CUDA whose arguments (shapes, dtypes, autocast)
-match the previous call's. The first call of a run differs from the second (the carried state
-starts as float32 zeros, then comes back in the layers' dtype), so capture happens on the
-second call, and any call that does not match the captured signature (a different batch
-shape, validation, no_grad) runs eagerly. If capture fails, a warning is logged and the
+match the previous call's, so capture happens on the second call of a run (the stack's zero
+state already has the dtype of the state it carries later); any call that does not match the
+captured signature (a different batch shape, validation, no_grad) runs eagerly. If capture fails, a warning is logged and the
 stack stays eager for good: a run never stops for want of graphs.
 
 The layers are handed to the capture through thin `_LayerCall` wrappers that are not

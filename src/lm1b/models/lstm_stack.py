@@ -78,10 +78,13 @@ class LSTMPStack(nn.Module):
         return self._run(inputs, state, plain=True)
 
     def zero_state(self, batch_size: int, like: Tensor) -> State:
-        """Zero (h, c) for `batch_size` rows, with the dtype and device of `like`."""
+        """Zero (h, c) for `batch_size` rows on the device of `like`, in the dtype the layers
+        return (autocast's, else that of `like`): the first window's state then looks like
+        every later one's, so CUDA graphs are captured on the second call."""
         num_layers, p = len(self.layers), like.shape[-1]
-        h = like.new_zeros(num_layers, batch_size, p)
-        return h, like.new_zeros(num_layers, batch_size, self.state_size)
+        dtype = _autocast_dtype(like.device) or like.dtype
+        h = like.new_zeros(num_layers, batch_size, p, dtype=dtype)
+        return h, like.new_zeros(num_layers, batch_size, self.state_size, dtype=dtype)
 
     def _run(self, inputs: Tensor, state: State | None, plain: bool) -> tuple[Tensor, State]:
         h0, c0 = state if state is not None else self.zero_state(inputs.shape[1], inputs)

@@ -25,6 +25,12 @@ def _to_groups(x: Tensor, num_groups: int) -> Tensor:
     return x.view(x.shape[0], num_groups, -1).transpose(0, 1)
 
 
+def _contiguous_groups(x: Tensor, num_groups: int) -> Tensor:
+    """Natural (B, G*w) -> a contiguous group-major copy (G, B, w), strides canonical even
+    for G = 1 (`.contiguous()` would keep the view's stride on the size-1 dimension)."""
+    return _to_groups(x, num_groups).clone(memory_format=torch.contiguous_format)
+
+
 def _from_groups(x: Tensor) -> Tensor:
     """Group-major (G, B, w) -> natural (B, G*w) (a copy unless G == 1)."""
     return x.transpose(0, 1).reshape(x.shape[1], -1)
@@ -43,7 +49,9 @@ class LSTMPRecurrence(torch.autograd.Function):
         groups, steps, batch, _ = pre.shape
         out = pre.new_empty(steps, batch, proj.shape[1])  # h_t for every step
         # Per step, as the cell returns them: act (G, B, 4, n/G), c_{t-1}, tanh(c_t), m_t.
-        acts, cells, tanh_cs, ms = [], [_to_groups(c0, groups)], [], []
+        # c_0 gets the fresh contiguous layout of the cell's own outputs, so a compiled cell
+        # sees one input layout at every step (Dynamo recompiles for a new one).
+        acts, cells, tanh_cs, ms = [], [_contiguous_groups(c0, groups)], [], []
         saved = []  # whatever the gate map needs back (F-LSTM: z_t)
         h = h0
         for t in range(steps):
@@ -65,13 +73,20 @@ class LSTMPRecurrence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_h_last, d_c_last):
+        # Autocast off as in the forward: CUDA-graph capture runs this backward under the
+        # step's autocast, and the sweep's dtypes must not depend on who calls it.
+        with torch.autocast(d_out.device.type, enabled=False):
+            return LSTMPRecurrence._backward(ctx, d_out, d_h_last, d_c_last)
+
+    @staticmethod
+    def _backward(ctx, d_out, d_h_last, d_c_last):
         gate_map, cell = ctx.gate_map, ctx.cell
         h0, proj, out, *weights = ctx.saved_tensors
         acts, cells, tanh_cs, m, saved = ctx.intermediates
         groups, steps = ctx.pre_shape[0], ctx.pre_shape[1]
         d_h = d_out.clone(memory_format=torch.contiguous_format)  # (T, B, p), gets dh_rec added
         d_h[-1] += d_h_last
-        d_c = _to_groups(d_c_last, groups)  # (G, B, n/G), running dL/dc
+        d_c = _contiguous_groups(d_c_last, groups)  # (G, B, n/G), running dL/dc
         d_gates = [None] * steps  # per step (G, B, 4, n/G)
         d_pre = [None] * steps  # per step, where pre's gradient is not the gate gradient
         for t in reversed(range(steps)):
