@@ -67,6 +67,8 @@ class Optimizers:
         return self.optimizers[0].param_groups[0]["lr"]
 
     def zero_grad(self) -> None:
+        # set_to_none, never zeroing in place: with CUDA graphs a parameter's .grad can be the
+        # graph's static gradient buffer itself, which the next replay overwrites.
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
 
