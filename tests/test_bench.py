@@ -75,6 +75,7 @@ def test_tiny_preset_writes_bench_json_for_every_variant(tmp_path):
         assert all(ms > 0 for ms in record["breakdown_ms"].values())
         assert record["fast_paths"] and not any(record["fast_paths"].values())  # CUDA only
         assert not any(record["fast_paths_engaged"].values())
+        assert record["skipped_steps"] == 0
     # Each pass's baseline is the faster BIGLSTM: neither beats it, and in every pass one of
     # the two equals it.
     baselines = [records[name]["ratio_to_biglstm"] for name in ("biglstm", "biglstm_cudnn")]
@@ -263,3 +264,12 @@ def test_overrides_reach_every_variant_and_a_bad_one_names_the_field():
         compose_variant_config("biglstm", preset, "fp32", ["trainer.cuda_graph=false"])
     with pytest.raises(ConfigError, match="overrides=.*model.state_size=-1.*at least 1"):
         run_benchmark(tiny(["biglstm"], overrides=["model.state_size=-1"]))
+
+
+def test_non_finite_steps_are_counted_and_flagged():
+    """A variant whose steps are all skipped (no optimizer work) must not pass for a fast one."""
+    report = run_benchmark(tiny(["biglstm", "glstm_k2"], overrides=["testing.nan_every_step=true"]))
+    steps = report["warmup_steps"] + report["passes"] * report["steps_per_pass"]
+    steps += report["breakdown_steps"]
+    assert [r["skipped_steps"] for r in report["variants"]] == [steps, steps]
+    assert "WARNING glstm_k2: " in format_report(report)

@@ -198,6 +198,11 @@ def format_report(report: dict) -> str:
     if fast:
         lines.append(f"fast paths: {', '.join(fast)}")
     lines += [f"FAILED {name}: {error}" for name, error in report["failed"].items()]
+    lines += [
+        f"WARNING {r['name']}: {r['skipped_steps']} steps skipped as non-finite (no update)"
+        for r in report["variants"]
+        if r["skipped_steps"]
+    ]
     lines.append(
         "vs BIG: median over passes of (faster BIGLSTM's step time / this one's); vs cuDNN: the "
         "same against the cuDNN BIGLSTM; paper: v3 on 4x V100; FLOPs: BIGLSTM's FLOPs / this one's; GFLOP/w: forward + backward per word "

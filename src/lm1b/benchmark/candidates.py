@@ -46,6 +46,9 @@ class Candidate:
     build_seconds: float
     warmup_seconds: float | None = None  # the warm-up steps: compilation, graph capture, ...
     step: int = 0
+    # Steps the runner skipped as non-finite (no optimizer work: a skewed time, e.g. the cuDNN
+    # baseline overflowing in fp16 under autocast); reported so a reader can see it.
+    skipped_steps: int = 0
     seconds: list[float] = field(default_factory=list)  # mean step time of each timed pass
     transient_bytes: list[int] = field(default_factory=list)  # CUDA only: peak above resident
     phase_seconds: dict[str, list[float]] = field(default_factory=dict)  # the breakdown's
@@ -61,7 +64,8 @@ class Candidate:
     def train_step(self) -> None:
         """One whole training step on the next batch."""
         self.step += 1
-        self.runner.run(self.batches[self.step % len(self.batches)], self.step, [])
+        result = self.runner.run(self.batches[self.step % len(self.batches)], self.step, [])
+        self.skipped_steps += result.skipped
 
     def state_bytes(self) -> int:
         """Bytes held between steps: parameters, optimizer state and EMA shadows (gradients

@@ -83,6 +83,7 @@ def variant_record(
         "peak_fraction": tflops / ceiling,
         "memory_bytes": memory_bytes(candidate),
         "breakdown_ms": breakdown_ms(candidate),
+        "skipped_steps": candidate.skipped_steps,
         "fast_paths": candidate.fast_paths,  # switched on at build
         "fast_paths_engaged": fast_path_status(candidate.model),  # still on after the steps
         "build_seconds": candidate.build_seconds,
