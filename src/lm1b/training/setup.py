@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from lm1b.config import ConfigError, TrainConfig
 from lm1b.config.model import ModelConfig
@@ -26,7 +25,7 @@ from lm1b.training.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from lm1b.training.distributed import DistContext
+from lm1b.training.distributed import DistContext, wrap_lstm_stack
 from lm1b.training.loop import Trainer
 from lm1b.training.metrics import MetricsWriter
 
@@ -112,12 +111,7 @@ def _build_model(cfg: TrainConfig, ctx: DistContext, tokenizer: Tokenizer, check
     fast = enable_fast_paths(model, cfg.trainer, ctx.device)
     logger.info("GPU fast paths: %s", ", ".join(f"{k}={v}" for k, v in fast.items()))
     if ctx.is_distributed:
-        # Only the dense stack: the vocabulary tables' sparse rows are exchanged by the step.
-        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        # No buffers to broadcast: forward then makes no collective call (validation relies on it).
-        model.rnn = DistributedDataParallel(
-            model.rnn, device_ids=device_ids, broadcast_buffers=False
-        )
+        wrap_lstm_stack(model, ctx, bf16_grads=cfg.trainer.ddp_bf16_grads)
     return model
 
 
