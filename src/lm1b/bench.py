@@ -109,14 +109,13 @@ def prepare(name: str, cfg: TrainConfig, device: torch.device, seed: int) -> Can
     logger.info("building %s", name)
     candidate = build_candidate(name, cfg, device, seed)
     warm_up(candidate, device)
-    on = [path for path, enabled in candidate.fast_paths.items() if enabled]
     logger.info(
         "%s: built in %.1f s, %d warm-up steps in %.1f s, fast paths: %s",
         name,
         candidate.build_seconds,
         WARMUP_STEPS,
         candidate.warmup_seconds,
-        ", ".join(on) or "none",
+        _on(candidate.fast_paths) or "none",
     )
     return candidate
 

@@ -59,7 +59,7 @@ PRESETS = {
     # seven variants stay resident (about 100 GB: each has 1.6B table parameters plus their
     # Adagrad state); on a smaller GPU pass fewer `variants`. The time goes to each variant's
     # warm-up (compilation, CUDA-graph capture: tens of seconds); the 5 x 5 timed steps of all
-    # seven take seconds: the run is meant to fit scripts/gpu_check.sh's 390 s (unmeasured).
+    # seven take seconds: the run is meant to fit scripts/gpu_check.sh's 300 s (unmeasured).
     "full": Preset(
         "paper", 793471, 128, 20, 8192, passes=5, steps_per_pass=5, threads=None, precision="bf16"
     ),

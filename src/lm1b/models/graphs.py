@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from lm1b.models.recurrence import autocast_dtype
+
 logger = logging.getLogger(__name__)
 
 Signature = tuple  # (shape, dtype, requires_grad) of x, h0 and c0, then the autocast state
@@ -42,12 +44,6 @@ class _LayerCall(nn.Module):
 
 def _spec(t: Tensor) -> tuple:
     return tuple(t.shape), t.dtype, t.requires_grad
-
-
-def _autocast_dtype(device_type: str) -> torch.dtype | None:
-    if not torch.is_autocast_enabled(device_type):
-        return None
-    return torch.get_autocast_dtype(device_type)
 
 
 class LayerGraphs:
@@ -80,7 +76,7 @@ class LayerGraphs:
         """
         if self.failed or not torch.is_grad_enabled():
             return None
-        signature = (_spec(x), _spec(h0), _spec(c0), _autocast_dtype(x.device.type))
+        signature = (_spec(x), _spec(h0), _spec(c0), autocast_dtype(x.device))
         if self._graphed is None and signature == self._previous:
             self._try_capture(x, h0, c0)
             self._captured = signature if self._graphed is not None else None
@@ -92,7 +88,7 @@ class LayerGraphs:
         x is the previous layer's output, in the autocast dtype and requiring grad."""
         # Distinct tensors per layer: each becomes that layer's static input, which its
         # backward graph may read after the layers above it have run.
-        dtype = _autocast_dtype(x.device.type) or x.dtype
+        dtype = autocast_dtype(x.device) or x.dtype
         inputs = [torch.zeros_like(x).requires_grad_(x.requires_grad)] + [
             torch.zeros(x.shape, dtype=dtype, device=x.device, requires_grad=True)
             for _ in self._calls[1:]

@@ -18,16 +18,9 @@ from lm1b.models.cell import EAGER, CellMath
 from lm1b.models.cudnn import CudnnLSTMStack
 from lm1b.models.gates import FactorizedGates, GroupedGates, glorot_uniform_
 from lm1b.models.graphs import LayerGraphs
-from lm1b.models.recurrence import LSTMPRecurrence, run_plain
+from lm1b.models.recurrence import LSTMPRecurrence, autocast_dtype, run_plain
 
 State = tuple[Tensor, Tensor]
-
-
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype in force for `device`, or None when autocast is off there."""
-    if not torch.is_autocast_enabled(device.type):
-        return None
-    return torch.get_autocast_dtype(device.type)
 
 
 class LSTMPLayer(nn.Module):
@@ -44,7 +37,7 @@ class LSTMPLayer(nn.Module):
         """Fast path: hoisted input product + fused recurrence. Returns (T, B, p), h_T, c_T."""
         pre = self.gates.input_side(x)  # (G, T, B, w)
         weights = self.gates.recurrent_weights()
-        dtype = _autocast_dtype(x.device)
+        dtype = autocast_dtype(x.device)
         if dtype is None:
             return LSTMPRecurrence.apply(self.gates, self.cell, pre, h0, c0, self.proj, *weights)
         # Under autocast (bf16 training) the fused recurrence gets one dtype for everything and
@@ -82,7 +75,7 @@ class LSTMPStack(nn.Module):
         return (autocast's, else that of `like`): the first window's state then looks like
         every later one's, so CUDA graphs are captured on the second call."""
         num_layers, p = len(self.layers), like.shape[-1]
-        dtype = _autocast_dtype(like.device) or like.dtype
+        dtype = autocast_dtype(like.device) or like.dtype
         h = like.new_zeros(num_layers, batch_size, p, dtype=dtype)
         return h, like.new_zeros(num_layers, batch_size, self.state_size, dtype=dtype)
 

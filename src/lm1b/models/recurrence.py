@@ -20,6 +20,14 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype in force for `device`, or None when autocast is off there: the dtype
+    a layer runs its recurrence in, and so that of its outputs and carried state."""
+    if not torch.is_autocast_enabled(device.type):
+        return None
+    return torch.get_autocast_dtype(device.type)
+
+
 def _to_groups(x: Tensor, num_groups: int) -> Tensor:
     """Natural (B, G*w) -> group-major view (G, B, w), no copy."""
     return x.view(x.shape[0], num_groups, -1).transpose(0, 1)
