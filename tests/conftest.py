@@ -59,6 +59,15 @@ def tiny_overrides(synthetic_corpus) -> list[str]:
     ]
 
 
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory, tiny_overrides) -> Path:
+    """A tiny run trained once for the session (see trained_checkpoint.train_tiny_run); tests
+    only read it (copy it to change it)."""
+    from trained_checkpoint import train_tiny_run
+
+    return train_tiny_run(tmp_path_factory.mktemp("tiny-run"), tiny_overrides)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     """Single-threaded, seeded torch for every test, so results do not depend on the machine."""

@@ -19,18 +19,14 @@ from lm1b.config import CONFIG_DIR, ConfigError
 from lm1b.evaluate import evaluate_checkpoint, read_config
 from lm1b.inference import evaluate_stream, load_trained_model
 from lm1b.training.checkpoint import CheckpointError
-from test_inference import HELDOUT, independent_counts, stream_of, train_tiny_run
+from test_inference import HELDOUT, independent_counts, stream_of
+from trained_checkpoint import train_tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = {
     "perplexity", "nll", "num_tokens", "num_words", "num_sentences", "num_unk",
     "words_per_sec", "checkpoint", "files", "step", "weights",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_overrides) -> Path:
-    return train_tiny_run(tmp_path_factory.mktemp("tiny-run"), tiny_overrides)
 
 
 @pytest.fixture(scope="module")
@@ -51,20 +47,20 @@ def composed(overrides: list[str]):
 
 
 @pytest.mark.slow
-def test_the_command_writes_eval_json_under_outputs_evaluate(run_dir, heldout_glob, tmp_path):
-    args = [f"checkpoint={run_dir}", f"data.test_files={heldout_glob}", "batch_size=5"]
+def test_the_command_writes_eval_json_under_outputs_evaluate(tiny_run_dir, heldout_glob, tmp_path):
+    args = [f"checkpoint={tiny_run_dir}", f"data.test_files={heldout_glob}", "batch_size=5"]
     result = evaluate_cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (written,) = (tmp_path / "outputs" / "evaluate").glob("*/eval.json")
     report = json.loads(written.read_text())
     assert set(report) >= FIELDS and "perplexity_per_word" not in report  # word tokenizer
-    assert report["checkpoint"] == str(run_dir / "checkpoints" / "step-000000004.pt")
+    assert report["checkpoint"] == str(tiny_run_dir / "checkpoints" / "step-000000004.pt")
     assert report["weights"] == "ema" and len(report["files"]) == 2
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith(f"perplexity {report['perplexity']:.2f} | ")
     assert "2 files" in summary and "words/s" in summary
     # The default streams are the checkpoint's data.eval_batch_size; batch_size changes nothing.
-    trained = load_trained_model(run_dir)
+    trained = load_trained_model(tiny_run_dir)
     stream = stream_of(trained, [Path(f) for f in report["files"]], report["num_streams"])
     expected = evaluate_stream(trained.model, stream)
     assert report["perplexity"] == pytest.approx(expected.perplexity, rel=1e-6)
@@ -90,7 +86,7 @@ def test_command_errors_are_one_line(tmp_path, args, message):
     assert re.search(message, last), last
 
 
-def test_errors_name_what_is_wrong(run_dir, heldout_glob, tmp_path):
+def test_errors_name_what_is_wrong(tiny_run_dir, heldout_glob, tmp_path):
     with pytest.raises(ConfigError, match="checkpoint is required"):
         read_config(composed([]))
     with pytest.raises(ConfigError, match="batch_size=0 is invalid"):
@@ -101,19 +97,19 @@ def test_errors_name_what_is_wrong(run_dir, heldout_glob, tmp_path):
     (empty / "checkpoints").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="no valid checkpoint"):
         evaluate_checkpoint(read_config(composed([f"checkpoint={empty}"])))
-    glob = read_config(composed([f"checkpoint={run_dir}", "data.test_files=nope/*"]))
+    glob = read_config(composed([f"checkpoint={tiny_run_dir}", "data.test_files=nope/*"]))
     with pytest.raises(FileNotFoundError, match=r"no files match data\.test_files='nope/\*'"):
         evaluate_checkpoint(glob)
     # The default is the standard test shard under the checkpoint's data.root.
-    standard = read_config(composed([f"checkpoint={run_dir}"]))
+    standard = read_config(composed([f"checkpoint={tiny_run_dir}"]))
     with pytest.raises(FileNotFoundError, match=r"news\.en\.heldout-00000-of-00050"):
         evaluate_checkpoint(standard)
 
 
-def test_overrides_reach_the_evaluation(run_dir, heldout_glob, synthetic_corpus, tmp_path):
+def test_overrides_reach_the_evaluation(tiny_run_dir, heldout_glob, synthetic_corpus, tmp_path):
     root = shutil.copytree(synthetic_corpus / HELDOUT, tmp_path / "corpus" / HELDOUT)
     overrides = [
-        f"checkpoint={run_dir / 'checkpoints' / 'step-000000002.pt'}",
+        f"checkpoint={tiny_run_dir / 'checkpoints' / 'step-000000002.pt'}",
         f"data.root={root.parent}",
         f"data.test_files={heldout_glob}",
         "num_streams=3",

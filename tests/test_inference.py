@@ -16,31 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lm1b.config import compose_config
 from lm1b.data.eval_stream import EvalStream
 from lm1b.inference import evaluate_stream, load_trained_model
-from lm1b.training.distributed import DistContext
-from lm1b.training.setup import build_trainer
 from lm1b.vocab import SPECIALS
 
-CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 HELDOUT = "heldout-monolingual.tokenized.shuffled"
-
-
-def train_tiny_run(run_dir: Path, tiny_overrides: list[str]) -> Path:
-    """4 steps of the tiny model with an EMA, checkpoints at steps 2 and 4, validated at 4."""
-    overrides = [
-        *tiny_overrides,
-        "optim.ema_decay=0.9",
-        "trainer.max_steps=4",
-        "trainer.checkpoint_every=2",
-        "trainer.val_every=4",
-        "logger.tensorboard=false",  # importing TensorBoard alone takes seconds
-    ]
-    cfg = compose_config(overrides)
-    container = dataclasses.asdict(cfg)  # what lm1b.train saves: the whole resolved config
-    build_trainer(cfg, CPU, run_dir, container, config_yaml="").fit()
-    return run_dir
 
 
 def stream_of(trained, files, num_streams: int) -> EvalStream:
@@ -61,19 +41,14 @@ def independent_counts(paths: list[Path], vocabulary) -> tuple[int, int, int]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_overrides) -> Path:
-    return train_tiny_run(tmp_path_factory.mktemp("tiny-run"), tiny_overrides)
-
-
-@pytest.fixture(scope="module")
 def heldout(synthetic_corpus) -> list[Path]:
     return sorted((synthetic_corpus / HELDOUT).glob("news.en.heldout-*"))
 
 
-def test_load_rebuilds_the_run_and_swaps_in_the_ema(run_dir):
-    state = torch.load(run_dir / "checkpoints" / "step-000000004.pt", weights_only=True)
-    trained = load_trained_model(run_dir)
-    raw = load_trained_model(run_dir, use_ema=False)
+def test_load_rebuilds_the_run_and_swaps_in_the_ema(tiny_run_dir):
+    state = torch.load(tiny_run_dir / "checkpoints" / "step-000000004.pt", weights_only=True)
+    trained = load_trained_model(tiny_run_dir)
+    raw = load_trained_model(tiny_run_dir, use_ema=False)
     assert trained.checkpoint.name == "step-000000004.pt" and trained.step == 4
     assert dataclasses.asdict(trained.config) == state["config"]
     assert trained.tokenizer.vocab_size == trained.model.softmax.weight.shape[0]
@@ -85,41 +60,43 @@ def test_load_rebuilds_the_run_and_swaps_in_the_ema(run_dir):
     assert not torch.equal(trained.model.rnn.layers[0].proj, raw.model.rnn.layers[0].proj)
 
 
-def test_ema_and_raw_weights_give_different_perplexities(run_dir, heldout):
+def test_ema_and_raw_weights_give_different_perplexities(tiny_run_dir, heldout):
     ppl = {}
     for use_ema in (True, False):
-        trained = load_trained_model(run_dir, use_ema=use_ema)
+        trained = load_trained_model(tiny_run_dir, use_ema=use_ema)
         ppl[use_ema] = evaluate_stream(trained.model, stream_of(trained, heldout, 8)).perplexity
     assert ppl[True] != pytest.approx(ppl[False], rel=1e-5)  # well beyond float rounding
 
 
-def test_the_evaluator_reproduces_the_trainers_validation(run_dir, synthetic_corpus):
+def test_the_evaluator_reproduces_the_trainers_validation(tiny_run_dir, synthetic_corpus):
     """Same weights, files and streams as the trainer's validation: the same perplexity."""
-    trained = load_trained_model(run_dir)
+    trained = load_trained_model(tiny_run_dir)
     valid = sorted((synthetic_corpus / HELDOUT).glob("news.en.heldout-00001-*"))
     stream = stream_of(trained, valid, trained.config.data.eval_batch_size)
-    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(line) for line in (tiny_run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     val_ppl = next(r["val_ppl"] for r in logged if "val_ppl" in r)
     assert evaluate_stream(trained.model, stream).perplexity == pytest.approx(val_ppl, rel=1e-9)
 
 
-def test_a_directory_means_its_newest_valid_checkpoint(run_dir, tmp_path):
-    copy = shutil.copytree(run_dir, tmp_path / "run")
+def test_a_directory_means_its_newest_valid_checkpoint(tiny_run_dir, tmp_path):
+    copy = shutil.copytree(tiny_run_dir, tmp_path / "run")
     assert load_trained_model(copy / "checkpoints").step == 4
     (copy / "checkpoints" / "step-000000004.pt").write_bytes(b"truncated")
     assert load_trained_model(copy).step == 2
 
 
-def test_evaluating_twice_gives_identical_numbers(run_dir, heldout):
-    trained = load_trained_model(run_dir)
+def test_evaluating_twice_gives_identical_numbers(tiny_run_dir, heldout):
+    trained = load_trained_model(tiny_run_dir)
     first = evaluate_stream(trained.model, stream_of(trained, heldout, 5), rows_per_step=2)
-    again = load_trained_model(run_dir)
+    again = load_trained_model(tiny_run_dir)
     second = evaluate_stream(again.model, stream_of(again, heldout, 5), rows_per_step=2)
     assert dataclasses.replace(first, seconds=0) == dataclasses.replace(second, seconds=0)
 
 
-def test_rows_per_step_changes_nothing_beyond_rounding(run_dir, heldout):
-    trained = load_trained_model(run_dir)
+def test_rows_per_step_changes_nothing_beyond_rounding(tiny_run_dir, heldout):
+    trained = load_trained_model(tiny_run_dir)
     stream = stream_of(trained, heldout, 16)
     trained.model.train()  # evaluate_stream switches to eval mode and back
     results = [evaluate_stream(trained.model, stream, rows_per_step=n) for n in (1, 3, 16)]
@@ -129,8 +106,8 @@ def test_rows_per_step_changes_nothing_beyond_rounding(run_dir, heldout):
         assert result.perplexity == pytest.approx(results[0].perplexity, rel=1e-6)
 
 
-def test_counts_equal_an_independent_count_of_the_files(run_dir, heldout, tmp_path):
-    trained = load_trained_model(run_dir)
+def test_counts_equal_an_independent_count_of_the_files(tiny_run_dir, heldout, tmp_path):
+    trained = load_trained_model(tiny_run_dir)
     vocabulary = trained.tokenizer.vocabulary
     known = " ".join(w for w in vocabulary.words[:8] if w not in SPECIALS)
     messy = tmp_path / "messy"  # blank lines, unknown words, U+0092, no final newline
@@ -150,9 +127,9 @@ def _three_sentences(trained, tmp_path) -> tuple[Path, list[list[int]]]:
     return path, [trained.tokenizer.encode(line) for line in lines]
 
 
-def test_a_uniform_model_scores_the_vocabulary_size(run_dir, tmp_path):
+def test_a_uniform_model_scores_the_vocabulary_size(tiny_run_dir, tmp_path):
     """Zero output layer: every id has probability 1/V, so 9 predicted tokens cost 9 log V."""
-    trained = load_trained_model(run_dir)
+    trained = load_trained_model(tiny_run_dir)
     with torch.no_grad():
         trained.model.softmax.weight.zero_()
         trained.model.softmax.bias.zero_()
@@ -164,9 +141,9 @@ def test_a_uniform_model_scores_the_vocabulary_size(run_dir, tmp_path):
     assert totals.perplexity == pytest.approx(vocab_size, rel=1e-6)
 
 
-def test_a_hand_computed_three_sentence_file(run_dir, tmp_path):
+def test_a_hand_computed_three_sentence_file(tiny_run_dir, tmp_path):
     """One stream: the state runs through all three sentences, as a plain forward pass does."""
-    trained = load_trained_model(run_dir)
+    trained = load_trained_model(tiny_run_dir)
     path, encoded = _three_sentences(trained, tmp_path)
     tok, model = trained.tokenizer, trained.model
     inputs = torch.tensor([i for ids in encoded for i in [tok.bos_id, *ids]])
