@@ -13,6 +13,7 @@ from lm1b.models.sampler import (
     first_distinct,
     log_expected_count,
     log_uniform_prob,
+    shortfall_bound,
 )
 
 # A chi-square statistic with df degrees of freedom has mean df and standard deviation
@@ -79,19 +80,31 @@ def test_first_distinct_equals_sequential_loop(vocab, num):
     generator = torch.Generator().manual_seed(vocab)
     for _ in range(20):
         draws = torch.randint(0, vocab, (400,), generator=generator)
-        ids, tries = first_distinct(draws, num)
+        ids, tries, complete = first_distinct(draws, num)
         expected_ids, expected_tries = _sequential_first_distinct(draws.tolist(), num)
-        assert ids.tolist() == expected_ids and tries == expected_tries
-    assert first_distinct(torch.zeros(10, dtype=torch.long), 2) is None
+        assert ids.tolist() == expected_ids and int(tries) == expected_tries and bool(complete)
+    # The last of the `num` ids drawn last: tries is the whole stream.
+    ids, tries, complete = first_distinct(torch.tensor([3, 3, 1, 3, 1, 0]), 3)
+    assert ids.tolist() == [3, 1, 0] and int(tries) == 6 and bool(complete)
+    assert not bool(first_distinct(torch.zeros(10, dtype=torch.long), 2)[2])
 
 
-@pytest.mark.parametrize("expected_tries", [None, 30.0])
-def test_sample_equals_sequential_loop_over_its_draws(monkeypatch, expected_tries):
-    """The vectorised sample equals TF's loop over the same stream of draws, also when the
-    first batch falls short (forced by under-estimating the tries) and more are drawn."""
+def test_first_distinct_never_waits_for_the_device():
+    """Every size is known without reading a value: it runs on the meta device, where any
+    data-dependent operation (unique, nonzero, item) raises. On a GPU each such read would
+    stall the step's launch queue."""
+    ids, tries, complete = first_distinct(torch.empty(1000, dtype=torch.long, device="meta"), 64)
+    assert ids.shape == (64,) and ids.device.type == "meta"
+    assert tries.shape == complete.shape == () and complete.dtype == torch.bool
+
+
+@pytest.mark.parametrize("draw_count", [None, 200])
+def test_sample_equals_sequential_loop_over_its_draws(monkeypatch, draw_count):
+    """The vectorised sample equals TF's loop over the same stream of draws; with too few
+    draws (forced) it says it is incomplete instead."""
     sampler = LogUniformSampler(vocab_size=10_000, num_sampled=300)
-    if expected_tries is not None:
-        monkeypatch.setattr(sampler, "_expected_tries", expected_tries)
+    if draw_count is not None:
+        monkeypatch.setattr(sampler, "_draw_count", draw_count)
     stream: list[int] = []
     draw = sampler.draw_with_replacement
 
@@ -102,9 +115,14 @@ def test_sample_equals_sequential_loop_over_its_draws(monkeypatch, expected_trie
 
     monkeypatch.setattr(sampler, "draw_with_replacement", recording_draw)
     sample = sampler.sample(torch.Generator().manual_seed(3))
-    expected_ids, expected_tries = _sequential_first_distinct(stream, 300)
-    assert sample.ids.tolist() == expected_ids and sample.tries == expected_tries
+    assert len(stream) == sampler.draw_count()
     assert sample.ids.dtype == torch.int64 and sample.vocab_size == 10_000
+    if draw_count is not None:  # 200 draws cannot hold 300 distinct ids
+        assert not bool(sample.complete)
+        return
+    expected_ids, expected_tries = _sequential_first_distinct(stream, 300)
+    assert bool(sample.complete)
+    assert sample.ids.tolist() == expected_ids and int(sample.tries) == expected_tries
 
 
 def test_same_seed_same_sample_set():
@@ -113,11 +131,33 @@ def test_same_seed_same_sample_set():
     first = sampler.sample(torch.Generator().manual_seed(7))
     second = sampler.sample(torch.Generator().manual_seed(7))
     other = sampler.sample(torch.Generator().manual_seed(8))
-    assert torch.equal(first.ids, second.ids) and first.tries == second.tries
+    assert torch.equal(first.ids, second.ids) and int(first.tries) == int(second.tries)
     assert not torch.equal(first.ids, other.ids)
-    assert first.ids.unique().numel() == 8192
-    # The expected tries solve is close to what is observed (a 1.1x first batch suffices).
-    assert abs(first.tries - sampler.expected_tries()) < 0.05 * sampler.expected_tries()
+    assert first.ids.unique().numel() == 8192 and bool(first.complete)
+    # The fixed draw count is enough, and not wasteful: about 1.1x the tries it took.
+    assert int(first.tries) < sampler.draw_count() < 1.25 * int(first.tries)
+
+
+@pytest.mark.parametrize("vocab,num", [(1000, 32), (60, 50)])
+def test_shortfall_bound_bounds_the_observed_shortfall(vocab, num):
+    """For the first draw counts where the bound is between 1% and 50%, 4,000 streams of that
+    many draws fall short of `num` distinct ids no more often than the bound allows (3 binomial
+    sd); and the sampler's draw count meets SHORTFALL_PROBABILITY."""
+    sampler = LogUniformSampler(vocab, num)
+    log_keep = torch.log1p(-log_uniform_prob(torch.arange(vocab), vocab, torch.float64))
+    generator = torch.Generator().manual_seed(vocab)
+    checked = 0
+    for draws in range(num, 40 * num, max(1, num // 4)):
+        bound = shortfall_bound(draws, num, log_keep)
+        if not 0.01 <= bound <= 0.5 or checked == 3:
+            continue
+        streams = sampler.draw_with_replacement(4000 * draws, generator).view(4000, draws)
+        distinct = (torch.zeros(4000, vocab).scatter_(1, streams, 1.0) > 0).sum(1)
+        short = float((distinct < num).double().mean())
+        assert short <= bound + 3 * math.sqrt(bound * (1 - bound) / 4000), (draws, short, bound)
+        checked += 1
+    assert checked >= 2
+    assert shortfall_bound(sampler.draw_count(), num, log_keep) <= 1e-12
 
 
 def test_expected_count_is_stable_and_exact():
@@ -174,5 +214,5 @@ def test_rejects_bad_sizes():
 
 def test_every_id_can_be_sampled():
     sample = LogUniformSampler(vocab_size=50, num_sampled=50).sample(torch.Generator())
-    assert sorted(sample.ids.tolist()) == list(range(50))
-    assert sample.tries >= 50
+    assert sorted(sample.ids.tolist()) == list(range(50)) and bool(sample.complete)
+    assert int(sample.tries) >= 50

@@ -5,11 +5,15 @@ P(k) = log((k + 2) / (k + 1)) / log(V + 1) until it holds `num_sampled` distinct
 counts the draws ("tries"). The expected number of times id k appears among those draws,
 Q(k) = 1 - (1 - P(k))^tries, is what the sampled softmax subtracts (as log Q) from the logits.
 
-The sequential loop is vectorised here: the draws are taken in one large batch (sized from
-the expected number of tries), de-duplicated with `torch.unique`, and the first occurrence of
-every distinct id is found with a scatter-min. The S distinct ids first seen earliest, and
-the position of the S-th of them (= tries), are exactly what the sequential loop would have
-produced from the same stream of uniforms.
+The sequential loop is vectorised here without a single host synchronisation: a fixed number of
+draws (`LogUniformSampler.draw_count`) is taken in one batch, and `first_distinct` finds the
+first `num_sampled` distinct ids among them and the tries with sorts and scans whose sizes are
+known on the host. The ids, tries and a `complete` flag stay on the device (on a GPU, reading
+the tries back would stall the step's launch queue every step). The draw count is chosen so that
+the draws hold fewer than `num_sampled` distinct ids with probability below 1e-12 (a proven
+bound, see `shortfall_bound`); the trainer skips the step in that case rather than train on
+a short sample set. Whenever the draws suffice, the result is exactly what TensorFlow's loop
+produces from the same stream of draws.
 """
 
 from __future__ import annotations
@@ -20,10 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# The first batch of draws is this much larger than the expected number of tries, so a
-# second batch is rarely needed; later batches (if any) add this fraction of it.
-_FIRST_DRAW_MARGIN = 1.1
-_EXTRA_DRAW_FRACTION = 0.25
+# The largest accepted probability that a sample's fixed draws hold too few distinct ids.
+SHORTFALL_PROBABILITY = 1e-12
 
 
 def log_uniform_prob(ids: Tensor, vocab_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -51,12 +53,17 @@ class CandidateSample:
     """One sample set, shared by every position of a batch.
 
     ids: (S,) int64, distinct, in the order of their first draw.
-    tries: how many draws produced them; math.inf stands for "every id, with Q = 1".
+    tries: how many draws produced them, a 0-dim int64 tensor on the ids' device (or a number);
+        math.inf stands for "every id, with Q = 1".
+    complete: a 0-dim bool tensor (or True): the draws held S distinct ids. When False (a
+        probability below SHORTFALL_PROBABILITY per sample) ids and tries are not a valid
+        sample set and the step must not be taken.
     """
 
     ids: Tensor
-    tries: float
+    tries: float | Tensor
     vocab_size: int
+    complete: bool | Tensor = True
 
     def log_expected_count(self, ids: Tensor) -> Tensor:
         """log Q for any ids (the sampled ones or the true targets) under this sample."""
@@ -67,6 +74,22 @@ class CandidateSample:
         """Every id with Q = 1: the sampled softmax then equals the full softmax."""
         ids = torch.arange(vocab_size, device=device)
         return cls(ids=ids, tries=math.inf, vocab_size=vocab_size)
+
+
+def shortfall_bound(num_draws: int, num_sampled: int, log_keep: Tensor) -> float:
+    """An upper bound on P(num_draws log-uniform draws hold fewer than num_sampled distinct ids).
+
+    log_keep (V,) float64 = log(1 - P(k)). The distinct count D is a sum of the indicators
+    "id k was drawn", which are negatively associated (balls into bins), so Chernoff's lower
+    tail holds: P(D <= mu - t) <= exp(-t^2 / (2 mu)), mu = E[D]. Near saturation (S close to V)
+    Markov's inequality on the number of ids never drawn is the sharper one:
+    P(D < S) <= E[V - D] / (V - S + 1). The smaller of the two is returned.
+    """
+    never_drawn = torch.exp(num_draws * log_keep)  # (V,) P(id k not among the draws)
+    missing = float(never_drawn.sum())
+    mean = log_keep.numel() - missing
+    chernoff = math.exp(-((mean - num_sampled) ** 2) / (2 * mean)) if mean > num_sampled else 1.0
+    return min(chernoff, missing / (log_keep.numel() - num_sampled + 1))
 
 
 class LogUniformSampler:
@@ -84,31 +107,27 @@ class LogUniformSampler:
             )
         self.vocab_size = vocab_size
         self.num_sampled = num_sampled
-        self._expected_tries: float | None = None
+        self._draw_count: int | None = None
 
-    def expected_tries(self) -> float:
-        """The number of draws N at which S distinct ids are expected (computed once, on CPU).
-
-        Solves sum_k 1 - (1 - P(k))^N = S by bisection on N. With S = V the target is lowered
-        by half an id, since the expectation only reaches V in the limit.
-        """
-        if self._expected_tries is None:
+    def draw_count(self) -> int:
+        """The number of draws per sample set: the smallest N (to within 1%) whose
+        `shortfall_bound` is at most SHORTFALL_PROBABILITY; computed once, on the CPU.
+        Paper size (S 8,192 of V 793,471): about 1.1x the expected number of tries."""
+        if self._draw_count is None:
             every_id = torch.arange(self.vocab_size, device="cpu")
-            p = log_uniform_prob(every_id, self.vocab_size, torch.float64)  # (V,)
-            log_keep = torch.log1p(-p)
-            target = min(float(self.num_sampled), self.vocab_size - 0.5)
+            log_keep = torch.log1p(-log_uniform_prob(every_id, self.vocab_size, torch.float64))
 
-            def expected_distinct(n: float) -> float:
-                return float(-torch.expm1(n * log_keep).sum())
+            def enough(n: int) -> bool:
+                return shortfall_bound(n, self.num_sampled, log_keep) <= SHORTFALL_PROBABILITY
 
-            low, high = float(self.num_sampled) / 2, float(self.num_sampled)
-            while expected_distinct(high) < target:
+            low, high = self.num_sampled - 1, 2 * self.num_sampled  # enough(low) is False
+            while not enough(high):
                 low, high = high, 2 * high
-            while high - low > max(1.0, 1e-3 * high):
-                middle = (low + high) / 2
-                low, high = (middle, high) if expected_distinct(middle) < target else (low, middle)
-            self._expected_tries = high
-        return self._expected_tries
+            while high - low > max(1, high // 100):
+                middle = (low + high) // 2
+                low, high = (middle, high) if not enough(middle) else (low, middle)
+            self._draw_count = high
+        return self._draw_count
 
     def sample(
         self,
@@ -117,20 +136,16 @@ class LogUniformSampler:
     ) -> CandidateSample:
         """Draw one sample set; the uniforms come from `generator` (on its device).
 
-        The result is moved to `device` (default: the generator's device, else CPU). One host
-        synchronisation reads the number of tries.
+        The result is on `device` (default: the generator's device, else CPU). Nothing is read
+        back to the host: check `complete` before using the sample (the trainer folds it into
+        its skip flag).
         """
         draw_device = generator.device if generator is not None else torch.device(device or "cpu")
-        first_batch = math.ceil(_FIRST_DRAW_MARGIN * self.expected_tries())
-        extra_batch = math.ceil(_EXTRA_DRAW_FRACTION * first_batch)
-        draws = self.draw_with_replacement(first_batch, generator, draw_device)  # (N,) int64
-        while True:
-            found = first_distinct(draws, self.num_sampled)
-            if found is not None:
-                ids, tries = found
-                return CandidateSample(ids.to(device or draw_device), tries, self.vocab_size)
-            more = self.draw_with_replacement(extra_batch, generator, draw_device)
-            draws = torch.cat([draws, more])
+        draws = self.draw_with_replacement(self.draw_count(), generator, draw_device)  # (N,)
+        ids, tries, complete = first_distinct(draws, self.num_sampled)
+        target = torch.device(device) if device is not None else draw_device
+        ids, tries, complete = (t.to(target) for t in (ids, tries, complete))
+        return CandidateSample(ids, tries, self.vocab_size, complete)
 
     def draw_with_replacement(
         self,
@@ -147,19 +162,22 @@ class LogUniformSampler:
         return ids.remainder(self.vocab_size)  # TF's guard against round-off reaching V
 
 
-def first_distinct(draws: Tensor, num: int) -> tuple[Tensor, int] | None:
-    """The first `num` distinct ids of a draw stream, in order, and the 1-based index of the
-    draw that produced the last of them (TF's "tries"); None if the stream has fewer.
+def first_distinct(draws: Tensor, num: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The first `num` distinct ids of a draw stream, in order of first appearance; the 1-based
+    index of the draw that produced the last of them (TF's "tries"); whether the stream held
+    `num` distinct ids at all (if not, the ids and tries are meaningless).
 
-    draws (N,) int64 -> ids (num,) int64. Vectorised: unique ids, the first position of each
-    by scatter-min, then the `num` earliest first positions.
+    draws (N,) int64 -> ids (num,) int64, tries and complete 0-dim (int64, bool), all on the
+    draws' device. Every size is known on the host, so nothing waits for the device: a stable
+    sort marks each id's first draw, a running count over the draws ranks those first draws.
     """
-    distinct, inverse = torch.unique(draws, return_inverse=True)  # (U,), (N,)
-    if distinct.numel() < num:
-        return None
-    positions = torch.arange(draws.numel(), device=draws.device)
-    first_seen = torch.full_like(distinct, draws.numel())
-    first_seen.scatter_reduce_(0, inverse, positions, reduce="amin")  # (U,)
-    order = torch.argsort(first_seen)[:num]  # (num,) earliest first
-    tries = int(first_seen[order[-1]]) + 1
-    return distinct[order], tries
+    sorted_ids, order = torch.sort(draws, stable=True)  # (N,) each id's draws, earliest first
+    opens_run = torch.ones_like(sorted_ids, dtype=torch.bool)
+    opens_run[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    is_first = torch.empty_like(opens_run).scatter_(0, order, opens_run)  # (N,) in draw order
+    rank = torch.cumsum(is_first, 0)  # (N,) distinct ids among draws[: i + 1]
+    # Draw i's id goes to slot rank - 1 if it is one of the first `num`; the others to a spare.
+    slot = torch.where(is_first & (rank <= num), rank - 1, num)
+    ids = draws.new_zeros(num + 1).scatter_(0, slot, draws)[:num]
+    tries = (rank < num).sum() + 1  # rank is non-decreasing: the draw where it reaches num
+    return ids, tries, rank[-1] >= num
