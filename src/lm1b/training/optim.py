@@ -2,7 +2,8 @@
 
 The tables get their own optimizer because PyTorch's foreach Adagrad falls back to its slow
 path for a whole parameter group as soon as one gradient is sparse; with row-sparse
-gradients, Adagrad (or SparseAdam) updates only the rows a step touched.
+gradients, Adagrad (our RowSparseAdagrad, which never waits for the device) or SparseAdam
+updates only the rows a step touched.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from lm1b.config.optim import OptimConfig
+from lm1b.training.sparse_adagrad import RowSparseAdagrad
 
 
 def lstm_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -37,15 +39,8 @@ def _table_optimizers(
     if not params:
         return []
     if cfg.tables == "adagrad":
-        # foreach=False: the single-tensor path is the one with a row-sparse update.
-        return [
-            torch.optim.Adagrad(
-                params,
-                lr=cfg.table_lr,
-                initial_accumulator_value=cfg.initial_accumulator,
-                foreach=False,
-            )
-        ]
+        adagrad = RowSparseAdagrad if sparse else torch.optim.Adagrad
+        return [adagrad(params, lr=cfg.table_lr, initial_accumulator_value=cfg.initial_accumulator)]
     if sparse:
         return [torch.optim.SparseAdam(params, lr=cfg.table_lr, betas=tuple(cfg.betas))]
     return [torch.optim.Adam(params, lr=cfg.table_lr, betas=tuple(cfg.betas))]

@@ -1,0 +1,88 @@
+"""Row-sparse Adagrad for the vocabulary tables that never waits for the device.
+
+torch.optim.Adagrad's sparse path starts with `grad.coalesce()`, and on a GPU coalescing reads
+back how many distinct rows there are: the host waits for the device three times per step
+(embedding, softmax weight, softmax bias), and the launch queue runs dry each time. Here the
+rows of a gradient are summed per id into a buffer with one slot per stored row, so every size
+is known on the host (`sum_rows_by_id`). The update is torch's Adagrad with lr_decay and
+weight_decay 0, on the rows the step touched:
+
+    sum[r] += g_r ** 2,    table[r] -= lr * g_r / (sqrt(sum[r]) + eps)
+
+where g_r is the summed gradient of row r. The state is torch's ("sum" (V, ...), "step"), so
+either optimizer loads the other's checkpoints.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def sum_rows_by_id(ids: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum the rows that share an id, in fixed-size buffers.
+
+    ids (m,) int64 with repeats, rows (m, ...) -> ids (m,), rows (m, ...): slot j < U (U = the
+    number of distinct ids) holds the j-th smallest distinct id and the sum of its rows, added
+    in the order given; the slots from U on hold id 0 and zero rows, so scattering them adds
+    exactly nothing. Deterministic on CPU and GPU (index_put_ with accumulate sums each id's
+    rows in order), and no host synchronisation.
+    """
+    sorted_ids, order = torch.sort(ids, stable=True)
+    opens_run = torch.ones_like(sorted_ids, dtype=torch.bool)
+    opens_run[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    slot_of_sorted = torch.cumsum(opens_run, 0) - 1  # (m,) the slot of each sorted row
+    slot = torch.empty_like(slot_of_sorted).scatter_(0, order, slot_of_sorted)  # given order
+    slot_ids = torch.zeros_like(ids).index_put_((slot,), ids)  # a slot's writers agree
+    return slot_ids, torch.zeros_like(rows).index_put_((slot,), rows, accumulate=True)
+
+
+class RowSparseAdagrad(torch.optim.Optimizer):
+    """Adagrad for parameters with row-sparse (COO, rows = first dimension) gradients; see the
+    module docstring. Dense gradients are refused: give those parameters torch's Adagrad."""
+
+    def __init__(
+        self, params, lr: float, initial_accumulator_value: float = 0.0, eps: float = 1e-10
+    ) -> None:
+        if lr <= 0 or initial_accumulator_value < 0 or eps <= 0:
+            raise ValueError(
+                f"RowSparseAdagrad needs lr > 0, initial_accumulator_value >= 0 and eps > 0 "
+                f"(got {lr}, {initial_accumulator_value}, {eps})"
+            )
+        defaults = {"lr": lr, "initial_accumulator_value": initial_accumulator_value, "eps": eps}
+        super().__init__(params, defaults)
+        # Allocated now, as torch's Adagrad does: the state is complete before the first step
+        # (checkpoints made at step 0 load into it, memory is accounted from the start).
+        for group in self.param_groups:
+            for param in group["params"]:
+                self.state[param]["step"] = torch.tensor(0.0)  # on the host, as torch's
+                self.state[param]["sum"] = torch.full_like(
+                    param, group["initial_accumulator_value"], memory_format=torch.preserve_format
+                )
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("RowSparseAdagrad.step takes no closure")
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if not param.grad.is_sparse:
+                    raise TypeError(
+                        f"RowSparseAdagrad got a dense gradient for a {tuple(param.shape)} "
+                        "parameter: it updates row-sparse gradients only"
+                    )
+                self._update(param, group)
+
+    def _update(self, param: Tensor, group: dict) -> None:
+        grad = param.grad
+        state = self.state[param]
+        state["step"] += 1
+        ids, rows = sum_rows_by_id(grad._indices()[0], grad._values())  # (m,), (m, ...)
+        # Each id now appears once (the padding's zero rows aside), so these scatters are
+        # deterministic, and with the same arithmetic as torch's dense += sparse.
+        accumulator = state["sum"]
+        accumulator.index_add_(0, ids, rows.pow(2))
+        std = accumulator[ids].sqrt_().add_(group["eps"])  # (m, ...)
+        param.index_add_(0, ids, rows.div_(std), alpha=-group["lr"])
