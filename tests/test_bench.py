@@ -41,6 +41,7 @@ RECORD_FIELDS = {
     "name", "words_per_sec", "ratio_to_biglstm", "paper_ratio", "rnn_params", "tflops",
     "peak_fraction", "memory_bytes", "flops_per_word", "pass_seconds_per_step", "breakdown_ms",
     "fast_paths", "build_seconds", "warmup_seconds", "ratio_to_cudnn", "fast_paths_engaged",
+    "host_syncs_per_step",
 }  # fmt: skip
 CPU = torch.device("cpu")
 
@@ -76,6 +77,7 @@ def test_tiny_preset_writes_bench_json_for_every_variant(tmp_path):
         assert record["fast_paths"] and not any(record["fast_paths"].values())  # CUDA only
         assert not any(record["fast_paths_engaged"].values())
         assert record["skipped_steps"] == 0
+        assert record["host_syncs_per_step"] is None  # counted on CUDA only
     # Each pass's baseline is the faster BIGLSTM: neither beats it, and in every pass one of
     # the two equals it.
     baselines = [records[name]["ratio_to_biglstm"] for name in ("biglstm", "biglstm_cudnn")]
@@ -90,7 +92,7 @@ def test_tiny_preset_writes_bench_json_for_every_variant(tmp_path):
         f"{report['date']} | {report['device_name']} (cpu), 1 thread | torch "
     )
     assert "copy ceiling" in lines[header - 1]
-    assert lines[header].endswith("fwd ms  bwd ms  opt ms")
+    assert lines[header].endswith("fwd ms  bwd ms  opt ms syncs")
     assert [line.split()[0] for line in lines[header + 1 : header + 8]] == list(VARIANTS)
 
 
@@ -153,17 +155,17 @@ def test_bench_json_is_rewritten_after_every_stage_and_complete_only_at_the_end(
     monkeypatch.setattr(lm1b.benchmark.session, "write_json_atomically", record)
     path = tmp_path / "bench.json"
     final = run_benchmark(tiny(["biglstm", "glstm_k8"]), path)
-    # Ceilings, two builds, two passes, the breakdown.
-    assert [r["complete"] for r in saved] == [False] * 5 + [True]
+    # Ceilings, two builds, two passes, the breakdown, the host syncs.
+    assert [r["complete"] for r in saved] == [False] * 6 + [True]
     assert json.loads(path.read_text()) == final == saved[-1]
     first = saved[0]
     assert (
         first["variants"] == [] and first["ceiling_tflops"] > 0 and first["copy_ceiling_gbps"] > 0
     )
-    assert [len(r["pass_ceiling_tflops"]) for r in saved] == [1, 1, 1, 2, 3, 3]
-    assert [len(r["variants"]) for r in saved] == [0, 0, 0, 2, 2, 2]
-    assert [len(r["variants"][0]["pass_seconds_per_step"]) for r in saved[3:]] == [1, 2, 2]
-    assert saved[-2]["variants"][0]["breakdown_ms"] is None  # measured after the passes
+    assert [len(r["pass_ceiling_tflops"]) for r in saved] == [1, 1, 1, 2, 3, 3, 3]
+    assert [len(r["variants"]) for r in saved] == [0, 0, 0, 2, 2, 2, 2]
+    assert [len(r["variants"][0]["pass_seconds_per_step"]) for r in saved[3:]] == [1, 2, 2, 2]
+    assert saved[-3]["variants"][0]["breakdown_ms"] is None  # measured after the passes
     breakdown = final["variants"][1]["breakdown_ms"]
     assert list(breakdown) == list(PHASES) and min(breakdown.values()) > 0
     # The breakdown's steps, synchronised only at their phases' ends, add up to about a step.

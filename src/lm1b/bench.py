@@ -6,7 +6,7 @@ G-LSTM k = 2, 4, 8 and the hierarchical G-LSTM), built one at a time at the pres
 the trainer config's GPU fast paths and warmed up; then timed passes of the trainer's own step,
 interleaved (see lm1b.benchmark.timing), the ceilings measured again after each pass; last, a
 few steps of each variant timed phase by phase (forward, backward, optimizer) with the device
-synchronised between them. `bench.json` in the run directory (`hydra.run.dir` when given, else
+synchronised between them, and one more step with its host synchronisations counted (CUDA). `bench.json` in the run directory (`hydra.run.dir` when given, else
 outputs/bench/<preset>/<run id>) is rewritten after each of these stages, `complete` false
 until the end (lm1b.benchmark.session); a variant that fails is recorded under `failed` and
 the others go on. Prints the table at the end. `python -m lm1b.plan bench=.../bench.json`
@@ -19,7 +19,9 @@ variant's (the speed-up if the step were all arithmetic); GFLOP per word of forw
 lm1b.plan, which reproduces PERFORMANCE.md's 0.96 ... 0.25 at paper size); achieved TFLOP/s
 and its share of the matmul ceiling (median of its measurements, under the same load as the
 variants); memory (see MEMORY_NOTE); the breakdown's median ms of forward, backward and
-optimizer (table-gradient pass, clipping, the host sync, both optimizers, EMA).
+optimizer (table-gradient pass, clipping, the host sync, both optimizers, EMA); on CUDA, the
+host synchronisations of one more step (`syncs`, counted by CUDA's sync debug mode; the step
+is built to have one).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from lm1b.benchmark.timing import (
     CEILING_SIZE,
     COPY_BYTES,
     WARMUP_STEPS,
+    count_host_syncs,
     device_name,
     measure_copy_bandwidth,
     measure_matmul_tflops,
@@ -156,7 +159,9 @@ def run_benchmark(cfg: BenchConfig, path: Path | None = None) -> dict:
         times = ", ".join(f"{c.name} {c.seconds[-1] * 1e3:.1f}" for c in session.candidates)
         session.save(f"pass {index}/{preset.passes} done (ms/step: {times})")
     session.for_each(partial(time_phases, num_steps=BREAKDOWN_STEPS, device=device))
-    return session.save("breakdown done", complete=True)
+    session.save("breakdown done")
+    session.for_each(partial(count_host_syncs, device=device))
+    return session.save("host syncs counted", complete=True)
 
 
 def _count(number: int, noun: str) -> str:
@@ -207,7 +212,8 @@ def format_report(report: dict) -> str:
         "same against the cuDNN BIGLSTM; paper: v3 on 4x V100; FLOPs: BIGLSTM's FLOPs / this one's; GFLOP/w: forward + backward per word "
         "(LSTM stack + sampled softmax); % peak: of the matmul ceiling; mem: "
         f"{report['memory']}; fwd/bwd/opt: median ms of each phase over "
-        f"{report['breakdown_steps']} steps synchronised between phases"
+        f"{report['breakdown_steps']} steps synchronised between phases; syncs: times one step "
+        "waited for the GPU (CUDA's sync debug mode)"
     )
     return "\n".join(lines)
 

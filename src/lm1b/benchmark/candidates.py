@@ -52,6 +52,7 @@ class Candidate:
     seconds: list[float] = field(default_factory=list)  # mean step time of each timed pass
     transient_bytes: list[int] = field(default_factory=list)  # CUDA only: peak above resident
     phase_seconds: dict[str, list[float]] = field(default_factory=dict)  # the breakdown's
+    host_syncs: int | None = None  # CUDA only: times one step waited for the device
 
     @property
     def rnn_params(self) -> int:

@@ -84,6 +84,7 @@ def variant_record(
         "memory_bytes": memory_bytes(candidate),
         "breakdown_ms": breakdown_ms(candidate),
         "skipped_steps": candidate.skipped_steps,
+        "host_syncs_per_step": candidate.host_syncs,
         "fast_paths": candidate.fast_paths,  # switched on at build
         "fast_paths_engaged": fast_path_status(candidate.model),  # still on after the steps
         "build_seconds": candidate.build_seconds,
@@ -105,6 +106,10 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
 def _phases(breakdown: dict[str, float] | None) -> str:
     """The breakdown's columns: forward, backward and optimizer ms ("-" before it ran)."""
     if breakdown is None:
@@ -117,7 +122,7 @@ def format_table(records: list[dict]) -> str:
     lines = [
         f"{'variant':<14} {'RNN params':>11} {'ms/step':>9} {'words/sec':>10} {'vs BIG':>7} "
         f"{'vs cuDNN':>8} {'paper':>6} {'FLOPs':>6} {'GFLOP/w':>8} {'TFLOP/s':>8} {'% peak':>7} {'mem MB':>8} "
-        f"{'fwd ms':>7} {'bwd ms':>7} {'opt ms':>7}"
+        f"{'fwd ms':>7} {'bwd ms':>7} {'opt ms':>7} {'syncs':>5}"
     ]
     for r in records:
         lines.append(
@@ -126,6 +131,6 @@ def format_table(records: list[dict]) -> str:
             f"{_ratio(r['ratio_to_cudnn']):>8} {_ratio(r['paper_ratio']):>6} {_ratio(r['flop_ratio']):>6} "
             f"{r['flops_per_word'] / 1e9:>8.3g} {r['tflops']:>8.3g} "
             f"{100 * r['peak_fraction']:>6.1f}% {r['memory_bytes'] / 2**20:>8,.1f} "
-            f"{_phases(r['breakdown_ms'])}"
+            f"{_phases(r['breakdown_ms'])} {_count(r['host_syncs_per_step']):>5}"
         )
     return "\n".join(lines)

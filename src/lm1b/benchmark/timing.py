@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -107,6 +108,24 @@ def time_phases(candidate: Candidate, num_steps: int, device: torch.device) -> N
     finally:
         candidate.runner.on_phase = None
     candidate.phase_seconds = clock.seconds
+
+
+def count_host_syncs(candidate: Candidate, device: torch.device) -> None:
+    """How often the host waits for the device in one more training step, into
+    candidate.host_syncs: CUDA's sync debug mode warns at every synchronising call (an item(), a
+    blocking copy, a data-dependent size). The trainer's step is built to wait once (step.py).
+    Off CUDA nothing is counted and host_syncs stays None."""
+    if device.type != "cuda":
+        return
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            candidate.train_step()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    candidate.host_syncs = sum("synchronizing" in str(w.message) for w in caught)
 
 
 def _seconds_per_call(call: Callable[[], object], seconds: float, device: torch.device) -> float:

@@ -39,7 +39,7 @@ def glorot_uniform_(weight: Tensor, fan_in: int, fan_out: int) -> Tensor:
 def forget_offset(bias: Tensor, forget_bias: float) -> Tensor:
     """The constant added to the natural (4n,) bias: forget_bias on the f slice, 0 elsewhere."""
     offset = torch.zeros(4, 1, dtype=bias.dtype, device=bias.device)
-    offset[GATE_F] = forget_bias
+    offset[GATE_F].fill_(forget_bias)  # fill_: no tensor made from a host number
     return offset.expand(4, bias.numel() // 4).reshape(-1)
 
 

@@ -109,7 +109,8 @@ class LanguageModel(nn.Module):
     ) -> LMOutput:
         """Training loss over one sample set shared by the whole batch."""
         loss = self.softmax.sampled_loss(hidden, targets, sample, mask)
-        num_tokens = targets.new_tensor(targets.numel()) if mask is None else mask.sum()
+        # new_full, not new_tensor: that would copy from the host, and wait for the device.
+        num_tokens = targets.new_full((), targets.numel()) if mask is None else mask.sum()
         return LMOutput(loss, loss * num_tokens, num_tokens, state)
 
 

@@ -87,7 +87,7 @@ def full_softmax_nll(
     accumulated in float64. Perplexity = exp(sum of nll_sum / sum of num_tokens).
     """
     targets, weights = _masked_targets(targets, mask)
-    num_tokens = targets.new_tensor(targets.numel()) if mask is None else mask.sum()
+    num_tokens = targets.new_full((), targets.numel()) if mask is None else mask.sum()
     nll_sum = torch.zeros((), dtype=torch.float64, device=hidden.device)
     for start in range(0, targets.numel(), token_chunk_size):
         chunk = slice(start, start + token_chunk_size)

@@ -3,8 +3,14 @@
 forward (sampled softmax, one sample set shared by all ranks) -> backward (DDP averages the
 LSTM gradients) -> the vocabulary tables' row-sparse gradients averaged over ranks -> the
 original code's scalings -> global-norm clipping of the LSTM gradients -> one all-reduce of
-the step's flags (non-finite, and the loop's stop/checkpoint votes) -> optimizer step and EMA,
-or a skipped step on every rank.
+the step's flags (non-finite or short sample set, and the loop's stop/checkpoint votes) ->
+optimizer step and EMA, or a skipped step on every rank.
+
+On one GPU the host waits for the device once per step, to read those flags with the loss and
+the gradient norm: the sampler, the loss and the table optimizer keep everything else on the
+device, and no tensor is made from host data inside the step (a host-to-device copy from
+pageable memory waits for the device too). Several ranks add the waits of the tables' row
+exchange (lm1b.training.sparse_sync).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from torch import nn
 
 from lm1b.config import TrainConfig
 from lm1b.data.batch import Batch
+from lm1b.models.sampler import CandidateSample
 from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
 from lm1b.training.optim import Optimizers, lstm_parameters, table_parameters
@@ -32,7 +39,7 @@ State = tuple[torch.Tensor, torch.Tensor]
 class StepResult:
     loss: float  # this rank's mean sampled-softmax loss
     grad_norm: float  # global norm of the LSTM gradients before clipping
-    skipped: bool  # some rank saw a non-finite loss or gradient: nobody stepped
+    skipped: bool  # some rank saw a non-finite loss or gradient (or a short sample set)
     votes: list[float]  # the loop's votes, each the maximum over ranks
 
 
@@ -75,8 +82,8 @@ class StepRunner:
             device_type=self.ctx.device.type, dtype=torch.bfloat16, cache_enabled=False
         )
 
-    def _forward_backward(self, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step's loss (detached) and its sampled ids (S,), the same on every rank."""
+    def _forward_backward(self, batch: Batch, step: int) -> tuple[torch.Tensor, CandidateSample]:
+        """The step's loss (detached) and its sample set, the same on every rank."""
         self.sample_generator.manual_seed(self.cfg.seed * 1_000_003 + step)
         sample = self.model.sampler.sample(self.sample_generator, device=self.ctx.device)
         with self._autocast():
@@ -87,7 +94,7 @@ class StepRunner:
         scale = self.cfg.data.num_steps if self.cfg.optim.scale_loss_by_num_steps else 1
         (loss * scale).backward()
         self._mark("backward")
-        return loss.detach(), sample.ids
+        return loss.detach(), sample
 
     def _inject_nan(self, loss: torch.Tensor, step: int) -> torch.Tensor:
         testing = self.cfg.testing
@@ -123,13 +130,18 @@ class StepRunner:
     def run(self, batch: Batch, step: int, votes: list[float]) -> StepResult:
         """Take step number `step` (1-based) on `batch`; `votes` are reduced with MAX across
         ranks in the same collective as the non-finite flag."""
-        loss, sampled_ids = self._forward_backward(batch, step)
-        tables_finite = self._sync_tables(sampled_ids)
+        loss, sample = self._forward_backward(batch, step)
+        tables_finite = self._sync_tables(sample.ids)
         max_norm = self.cfg.optim.max_grad_norm or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.lstm_params, max_norm)
-        finite = tables_finite & torch.isfinite(loss) & torch.isfinite(grad_norm)
-        # (1 + len(votes),) float32: [this rank is non-finite, *votes], MAX-reduced over ranks.
-        flags = torch.cat([(~finite).float().view(1), torch.tensor(votes, device=self.ctx.device)])
+        # A sample set short of S ids (probability < 1e-12, lm1b.models.sampler) is skipped too.
+        valid = tables_finite & torch.isfinite(loss) & torch.isfinite(grad_norm) & sample.complete
+        # (1 + len(votes),) float32: [this rank's step is invalid, *votes], MAX-reduced over
+        # ranks. The votes are filled in on the device: torch.tensor(votes, device=...) would
+        # be a blocking host-to-device copy.
+        flags = torch.stack(
+            [(~valid).float(), *(valid.new_full((), vote, dtype=torch.float32) for vote in votes)]
+        )
         if self.ctx.is_distributed:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         # The step's one host sync: the reduced flags with this rank's loss and norm.
