@@ -6,7 +6,8 @@ G-LSTM k = 2, 4, 8 and the hierarchical G-LSTM), built one at a time at the pres
 the trainer config's GPU fast paths and warmed up; then timed passes of the trainer's own step,
 interleaved (see lm1b.benchmark.timing), the ceilings measured again after each pass; last, a
 few steps of each variant timed phase by phase (forward, backward, optimizer) with the device
-synchronised between them, and one more step with its host synchronisations counted (CUDA). `bench.json` in the run directory (`hydra.run.dir` when given, else
+synchronised between them, and one more step with its host synchronisations counted (CUDA).
+`bench.json` in the run directory (`hydra.run.dir` when given, else
 outputs/bench/<preset>/<run id>) is rewritten after each of these stages, `complete` false
 until the end (lm1b.benchmark.session); a variant that fails is recorded under `failed` and
 the others go on. Prints the table at the end. `python -m lm1b.plan bench=.../bench.json`

@@ -54,6 +54,21 @@ def test_a_nan_step_is_skipped_and_the_next_one_is_normal(tmp_path, tiny_overrid
     assert [r["optim_skipped_steps"] for r in records if r["step"] in (4, 5, 6)] == [0, 1, 1]
 
 
+def test_a_short_sample_set_is_skipped_like_a_nan_step(tmp_path, tiny_overrides):
+    """A sample set whose fixed draws held fewer than S distinct ids (forced here; otherwise
+    below 1e-12 a step) changes nothing, and the next step is normal."""
+    trainer = make_trainer(tmp_path, [*tiny_overrides, "optim=adagrad"])
+    fit_to(trainer, 2)
+    before = _snapshot(trainer)
+    sampler = trainer.model.sampler
+    sampler._draw_count = sampler.num_sampled - 1  # cannot hold S distinct ids
+    fit_to(trainer, 3)
+    assert _same(before, _snapshot(trainer)) and trainer.counters.skipped_steps == 1
+    sampler._draw_count = None
+    fit_to(trainer, 4)
+    assert not _same(before, _snapshot(trainer)) and trainer.counters.skipped_steps == 1
+
+
 def test_a_nan_storm_stops_the_run_naming_the_step(tmp_path, tiny_overrides):
     trainer = make_trainer(
         tmp_path,
