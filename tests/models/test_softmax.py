@@ -103,7 +103,9 @@ def test_sparse_gradients_touch_only_target_and_sampled_rows():
     sparse = _grads(loss, [weight, bias])
     touched = set(targets.tolist()) | set(sample.ids.tolist())
     for got, want in zip(sparse, dense, strict=True):
-        assert got.is_sparse
+        assert got.is_sparse and not got.is_coalesced()
+        # The layout the multi-rank exchange relies on: the targets' rows, then the samples'.
+        assert got._indices()[0].tolist() == targets.tolist() + sample.ids.tolist()
         assert set(got.coalesce().indices()[0].tolist()) <= touched
         torch.testing.assert_close(got.to_dense(), want)
         untouched = torch.tensor([i for i in range(vocab) if i not in touched])

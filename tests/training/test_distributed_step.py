@@ -4,6 +4,8 @@ one process would compute (RELIABILITY.md; the trainer issue's "Done when")."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 
@@ -11,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from wait_audit import WaitAudit, paused
 
 from lm1b.config import compose_config
 from lm1b.data.batch import Batch
@@ -43,8 +46,16 @@ def _batches(num_steps: int) -> list[Batch]:
     return [Batch(window[:, :-1].contiguous(), window[:, 1:].contiguous()) for window in ids]
 
 
-def _train(rank: int, world_size: int, optim: str, bf16_grads: bool = False) -> dict:
-    """STEPS steps of this rank's share of the global batches; the final weights."""
+def _train(
+    rank: int,
+    world_size: int,
+    optim: str,
+    bf16_grads: bool = False,
+    audit: WaitAudit | None = None,
+) -> dict:
+    """STEPS steps of this rank's share of the global batches; the final weights. With
+    `audit`, the steps after the first run under it (the dense optimizer's step left out:
+    see tests/training/test_host_syncs.py)."""
     cfg = _config(optim)
     torch.manual_seed(cfg.seed)
     model = build_language_model(cfg.model)
@@ -54,10 +65,13 @@ def _train(rank: int, world_size: int, optim: str, bf16_grads: bool = False) -> 
     optimizers = Optimizers(model, cfg.optim)
     ema = ExponentialMovingAverage(list(model.rnn.parameters()), 0.999)
     runner = StepRunner(model, optimizers, ema, cfg, ctx)
+    if audit is not None:
+        optimizers.optimizers[0].step = paused(audit, optimizers.optimizers[0].step)
     share = ROWS // world_size
     for step, batch in enumerate(_batches(STEPS), start=1):
         rows = slice(rank * share, (rank + 1) * share)
-        result = runner.run(Batch(batch.inputs[rows], batch.targets[rows]), step, [0.0])
+        with audit if audit is not None and step > 1 else contextlib.nullcontext():
+            result = runner.run(Batch(batch.inputs[rows], batch.targets[rows]), step, [0.0])
         assert not result.skipped
     state = {k.replace("rnn.module.", "rnn."): v.clone() for k, v in model.state_dict().items()}
     state["ema"] = torch.cat([s.flatten() for s in ema.shadow])
@@ -70,6 +84,19 @@ def _worker(rank: int, port: int, optim: str, bf16_grads: bool, out_dir: str) ->
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         torch.save(_train(rank, 2, optim, bf16_grads), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _audited_worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        audit = WaitAudit()
+        _train(rank, 2, "adagrad", audit=audit)
+        with open(os.path.join(out_dir, f"waits{rank}.json"), "w") as file:
+            json.dump(audit.found, file)
     finally:
         dist.destroy_process_group()
 
@@ -111,3 +138,13 @@ def _untrained(optim: str) -> dict:
     cfg = _config(optim)
     torch.manual_seed(cfg.seed)
     return dict(build_language_model(cfg.model).state_dict())
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(180)
+def test_two_rank_steps_never_wait_for_the_device(tmp_path):
+    """With 2 ranks the step still waits only for its flags: the tables' rows are exchanged in
+    sizes fixed by the batch, with no coalescing and no exchange of row counts."""
+    mp.spawn(_audited_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        assert json.loads((tmp_path / f"waits{rank}.json").read_text()) == []

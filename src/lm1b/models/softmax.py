@@ -43,7 +43,9 @@ def sampled_softmax_loss(
     As TensorFlow's `sampled_softmax_loss`: every logit is corrected by -log Q of its id, the
     true class sits at position 0, and a sampled id equal to a row's target ("accidental hit")
     gets logit -inf in that row, so it contributes nothing to value or gradient. With
-    `sparse`, weight and bias get row-sparse gradients over the target and sampled rows.
+    `sparse`, weight and bias get row-sparse gradients over the target and sampled rows,
+    uncoalesced: the N target rows, then the S sampled rows in the sample's order (the
+    multi-rank exchange, lm1b.training.sparse_sync, all-reduces those last S as one block).
     """
     targets, weights = _masked_targets(targets, mask)
     num_targets = targets.numel()

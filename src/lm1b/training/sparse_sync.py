@@ -1,14 +1,17 @@
-"""Averaging the vocabulary tables' row-sparse gradients over ranks.
+"""Averaging the vocabulary tables' row-sparse gradients over ranks, in sizes fixed by the batch.
 
 NCCL cannot all-reduce sparse tensors, and a dense all-reduce of the 1.6B-parameter tables
-costs tens of ms per step, so each rank all-gathers the (ids, rows) it touched and every rank
-sums all of them: every rank then applies the same sparse update and the tables stay
-identical without ever moving a dense table.
+costs tens of ms per step, so the rows a step touched are exchanged instead. Every rank's
+gradient of a table stores the same number of rows: one per lookup, uncoalesced (B/k x T for
+the embedding, B/k x T + S for the softmax tables). So the rows are all-gathered as they are,
+with no coalescing and no exchange of counts, and nothing waits for the device. Every rank
+then holds the same rows in the same order, and the table optimizer sums repeated ids
+(RowSparseAdagrad: deterministically, so the tables stay bitwise identical on every rank).
 
-The softmax tables' sampled rows are the same on every rank (one sample set, drawn from a
-shared seed), so their gradient is a fixed-size (S, ...) block in the same order everywhere:
-it is all-reduced, which moves 2 (k-1)/k blocks per rank instead of the k-1 an all-gather
-would; only the rank's own target rows are all-gathered.
+The softmax tables' last S rows are the sampled ids, the same on every rank and in the same
+order (one sample set from a shared seed; lm1b.models.softmax looks up [targets, sampled ids]).
+Their gradient is one (S, ...) block, all-reduced: 2 (k-1)/k blocks move per rank instead of
+the k-1 an all-gather would move. Only the rank's own target rows are gathered.
 """
 
 from __future__ import annotations
@@ -17,63 +20,40 @@ import torch
 import torch.distributed as dist
 
 
-def _all_gather_padded(tensor: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
-    """all_gather for first dimensions that differ per rank: pad to the largest, then trim."""
-    longest = max(sizes)
-    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor
-    gathered = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(gathered, padded)
-    return [g[:n] for g, n in zip(gathered, sizes, strict=True)]
-
-
-def _split_shared_rows(
-    ids: torch.Tensor, rows: torch.Tensor, shared_ids: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(sorted shared ids (S,), their rows (S, ...) - zero where this rank has none, the other
-    ids (n,), their rows (n, ...)) from coalesced ids (m,) and rows (m, ...)."""
-    shared = torch.unique(shared_ids)  # sorted, identical on every rank
-    is_shared = torch.isin(ids, shared)
-    block = rows.new_zeros((shared.numel(), *rows.shape[1:]))
-    block.index_add_(0, torch.searchsorted(shared, ids[is_shared]), rows[is_shared])
-    return shared, block, ids[~is_shared], rows[~is_shared]
+def _all_gather_rows(tensor: torch.Tensor, world_size: int) -> torch.Tensor:
+    """(m, ...) on every rank, m the same everywhere -> (world_size * m, ...), rank order."""
+    gathered = [torch.empty_like(tensor) for _ in range(world_size)]
+    dist.all_gather(gathered, tensor.contiguous())
+    return torch.cat(gathered)
 
 
 @torch.no_grad()
 def average_sparse_gradient(
-    param: torch.nn.Parameter, world_size: int, shared_ids: torch.Tensor | None = None
+    param: torch.nn.Parameter, world_size: int, num_shared: int = 0
 ) -> None:
-    """Replace `param.grad` (sparse COO, rows = first dimension) by its mean over ranks.
+    """Replace `param.grad` (sparse COO, rows = first dimension, as autograd left it) by its
+    mean over ranks: an uncoalesced sparse gradient of every rank's rows.
 
-    Sizes: ids (n_r,) and rows (n_r, *param.shape[1:]) on rank r; the result is coalesced.
-    A rank that touched no row still takes part (n_r = 0), so no rank waits forever.
-    `shared_ids`: rows every rank holds in the same order (the sampled ids; identical on
-    all ranks), all-reduced as one dense block instead of gathered.
+    Every rank must store the same number m of rows (a rank whose shapes differ would leave the
+    others waiting in the collective), the last `num_shared` of them with the same ids in the
+    same order on every rank: those are summed by one all-reduce, the first m - num_shared
+    gathered with their ids.
     """
     if world_size == 1:
         return
     grad = param.grad
-    if grad is None:
-        grad = torch.sparse_coo_tensor(
-            torch.empty((1, 0), dtype=torch.long, device=param.device),
-            param.new_empty((0, *param.shape[1:])),
-            param.shape,
-            check_invariants=False,
+    if grad is None or grad.is_coalesced():
+        state = "no gradient" if grad is None else "a coalesced gradient"
+        raise RuntimeError(
+            f"the {tuple(param.shape)} table has {state}; its exchange needs the rows of every "
+            "lookup, as autograd stores them, in the same number on every rank"
         )
-    grad = grad.coalesce()
-    ids, rows = grad.indices()[0], grad.values()
-    if shared_ids is not None:
-        shared, block, ids, rows = _split_shared_rows(ids, rows, shared_ids)
-        dist.all_reduce(block)
-    count = torch.tensor([ids.numel()], device=param.device)
-    counts = [torch.zeros_like(count) for _ in range(world_size)]
-    dist.all_gather(counts, count)
-    sizes = [int(c.item()) for c in counts]
-    all_ids = torch.cat(_all_gather_padded(ids, sizes))
-    all_rows = torch.cat(_all_gather_padded(rows, sizes))
-    if shared_ids is not None:
-        all_ids, all_rows = torch.cat([shared, all_ids]), torch.cat([block, all_rows])
-    all_rows = all_rows / world_size
+    ids, rows = grad._indices()[0], grad._values()  # (m,), (m, ...)
+    own = ids.numel() - num_shared
+    shared_ids, shared_rows = ids[own:], rows[own:].clone()  # (S,), (S, ...)
+    dist.all_reduce(shared_rows)
+    all_ids = torch.cat([_all_gather_rows(ids[:own], world_size), shared_ids])
+    all_rows = torch.cat([_all_gather_rows(rows[:own], world_size), shared_rows])
     param.grad = torch.sparse_coo_tensor(
-        all_ids.unsqueeze(0), all_rows, param.shape, check_invariants=False
-    ).coalesce()
+        all_ids.unsqueeze(0), all_rows / world_size, param.shape, check_invariants=False
+    )

@@ -9,8 +9,8 @@ optimizer step and EMA, or a skipped step on every rank.
 On one GPU the host waits for the device once per step, to read those flags with the loss and
 the gradient norm: the sampler, the loss and the table optimizer keep everything else on the
 device, and no tensor is made from host data inside the step (a host-to-device copy from
-pageable memory waits for the device too). Several ranks add the waits of the tables' row
-exchange (lm1b.training.sparse_sync).
+pageable memory waits for the device too). Several ranks add none: the tables' rows are
+exchanged in sizes fixed by the batch (lm1b.training.sparse_sync).
 """
 
 from __future__ import annotations
@@ -102,23 +102,23 @@ class StepRunner:
         on_rank = testing.nan_on_rank is None or testing.nan_on_rank == self.ctx.rank
         return loss * float("nan") if hit and on_rank else loss
 
-    def _sync_tables(self, sampled_ids: torch.Tensor) -> torch.Tensor:
+    def _sync_tables(self, num_sampled: int) -> torch.Tensor:
         """Average the tables' gradients over ranks; a device bool: all of them are finite.
-        The softmax tables' rows at `sampled_ids` (S,) are exchanged as one shared block."""
+        The softmax tables' last `num_sampled` rows (the shared sample set) are exchanged as
+        one block."""
         finite = torch.ones((), dtype=torch.bool, device=self.ctx.device)
         for param in self.tables:
             if self.ctx.is_distributed:
                 if param.grad is None or param.grad.is_sparse:
-                    # None: this rank touched no row, but it still takes part in the exchange.
-                    shared = sampled_ids if id(param) in self.softmax_param_ids else None
+                    shared = num_sampled if id(param) in self.softmax_param_ids else 0
                     average_sparse_gradient(param, self.ctx.world_size, shared)
                 else:
                     dist.all_reduce(param.grad)
                     param.grad.div_(self.ctx.world_size)
             grad = param.grad
             if grad is not None:
-                # The stored values of a sparse gradient (duplicates not yet summed: coalescing
-                # costs a sync, and the optimizer coalesces anyway).
+                # A sparse gradient's stored rows, repeated ids not yet summed (the optimizer
+                # sums them; coalescing here would wait for the device).
                 values = grad._values() if grad.is_sparse else grad
                 finite = finite & torch.isfinite(values).all()
         if self.cfg.optim.scale_embedding_grad_by_batch:
@@ -131,7 +131,7 @@ class StepRunner:
         """Take step number `step` (1-based) on `batch`; `votes` are reduced with MAX across
         ranks in the same collective as the non-finite flag."""
         loss, sample = self._forward_backward(batch, step)
-        tables_finite = self._sync_tables(sample.ids)
+        tables_finite = self._sync_tables(sample.ids.numel())
         max_norm = self.cfg.optim.max_grad_norm or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.lstm_params, max_norm)
         # A sample set short of S ids (probability < 1e-12, lm1b.models.sampler) is skipped too.
