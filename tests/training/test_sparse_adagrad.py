@@ -134,3 +134,23 @@ def test_refuses_dense_gradients_and_bad_settings():
         RowSparseAdagrad([param], lr=0.1).step()
     with pytest.raises(ValueError, match="eps > 0"):
         RowSparseAdagrad([param], lr=0.1, eps=0.0)
+
+
+def test_a_false_device_flag_changes_nothing_even_for_a_nan_gradient():
+    """step(apply) with apply False leaves the table and its sums bitwise as they were (a
+    skipped step's gradient may be NaN); with apply True it is the ordinary step."""
+    torch.manual_seed(0)
+    table = torch.nn.Parameter(torch.randn(V, D))
+    twin = torch.nn.Parameter(table.detach().clone())
+    flagged = RowSparseAdagrad([table], lr=0.2, initial_accumulator_value=1.0)
+    plain = RowSparseAdagrad([twin], lr=0.2, initial_accumulator_value=1.0)
+    before, sums = table.detach().clone(), flagged.state[table]["sum"].clone()
+    ids = torch.tensor([0, 3, 3, 7])
+    table.grad = _sparse_grad(ids, torch.full((4, D), float("nan")))
+    flagged.step(torch.tensor(False))
+    assert torch.equal(table, before) and torch.equal(flagged.state[table]["sum"], sums)
+    grad = _sparse_grad(ids, torch.randn(4, D))
+    table.grad, twin.grad = grad.clone(), grad.clone()
+    flagged.step(torch.tensor(True))
+    plain.step()
+    assert torch.equal(table, twin) and not torch.equal(table, before)

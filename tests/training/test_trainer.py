@@ -29,7 +29,8 @@ def fit_to(trainer, steps: int) -> str:
 
 def _snapshot(trainer) -> dict:
     weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    sums = [s["sum"].clone() for s in trainer.optimizers.optimizers[0].state.values()]
+    # Every optimizer's Adagrad sums: the LSTM's and the tables' (updated on a device flag).
+    sums = [s["sum"].clone() for o in trainer.optimizers.optimizers for s in o.state.values()]
     return {"weights": weights, "adagrad_sums": sums}
 
 
@@ -81,7 +82,7 @@ def test_a_nan_storm_stops_the_run_naming_the_step(tmp_path, tiny_overrides):
 def test_clipping_logs_the_norm_before_and_applies_the_norm_after(tmp_path, tiny_overrides):
     trainer = make_trainer(tmp_path, [*tiny_overrides, "optim=adagrad", "optim.max_grad_norm=1.0"])
     applied = []
-    step = trainer.optimizers.step
+    step = trainer.optimizers.step_host_checked
 
     def record_then_step():
         grads = [p.grad for p in lstm_parameters(trainer.model)]
@@ -94,7 +95,7 @@ def test_clipping_logs_the_norm_before_and_applies_the_norm_after(tmp_path, tiny
         out = forward(*args, **kwargs)
         return out._replace(loss=out.loss * 1e6)
 
-    trainer.optimizers.step = record_then_step
+    trainer.optimizers.step_host_checked = record_then_step
     trainer.model.forward = loss_times_a_million
     batch = next(iter(trainer.loader))
     result = trainer.steps.run(batch, 1, [0.0])

@@ -47,7 +47,12 @@ def _table_optimizers(
 
 
 class Optimizers:
-    """The dense optimizer and the table optimizers, stepped and saved together."""
+    """The dense optimizer and the table optimizers, stepped and saved together.
+
+    A step is taken in two calls: `step_device_flagged(apply)` queues the optimizers that take
+    their go-ahead as a device flag (RowSparseAdagrad) before the host knows whether the step
+    is valid; `step_host_checked()` steps the others once it does.
+    """
 
     def __init__(self, model: nn.Module, cfg: OptimConfig) -> None:
         tables = table_parameters(model)
@@ -56,6 +61,8 @@ class Optimizers:
         self.optimizers = [_dense_optimizer(lstm_parameters(model), cfg)]
         self.optimizers += _table_optimizers(sparse, True, cfg)
         self.optimizers += _table_optimizers(dense_tables, False, cfg)
+        self._flagged = [o for o in self.optimizers if isinstance(o, RowSparseAdagrad)]
+        self._checked = [o for o in self.optimizers if not isinstance(o, RowSparseAdagrad)]
 
     @property
     def lr(self) -> float:
@@ -67,8 +74,14 @@ class Optimizers:
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
 
-    def step(self) -> None:
-        for optimizer in self.optimizers:
+    def step_device_flagged(self, apply: torch.Tensor) -> None:
+        """Queue the flagged optimizers' step; `apply` (0-dim bool) False: it changes nothing."""
+        for optimizer in self._flagged:
+            optimizer.step(apply)
+
+    def step_host_checked(self) -> None:
+        """Step the other optimizers (call only for a valid step)."""
+        for optimizer in self._checked:
             optimizer.step()
 
     def state_dict(self) -> list[dict]:

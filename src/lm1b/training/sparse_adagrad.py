@@ -11,6 +11,12 @@ weight_decay 0, on the rows the step touched:
 
 where g_r is the summed gradient of row r. The state is torch's ("sum" (V, ...), "step"), so
 either optimizer loads the other's checkpoints.
+
+`step(apply)` takes the go-ahead as a device flag: where it is False the rows are zeroed
+before the update, which then changes nothing (and a non-finite gradient cannot leak in). The
+trainer queues this step before the host has read whether the step is valid, so its launches
+overlap the device's backward instead of following the host's wait. "step" then counts the
+calls, skipped ones included (it enters no update: lr_decay is 0).
 """
 
 from __future__ import annotations
@@ -61,9 +67,9 @@ class RowSparseAdagrad(torch.optim.Optimizer):
                 )
 
     @torch.no_grad()
-    def step(self, closure=None):
-        if closure is not None:
-            raise ValueError("RowSparseAdagrad.step takes no closure")
+    def step(self, apply: Tensor | None = None):
+        """Update every parameter that has a gradient; `apply` (0-dim bool, on the
+        parameters' device) False makes the update change nothing."""
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is None:
@@ -73,13 +79,15 @@ class RowSparseAdagrad(torch.optim.Optimizer):
                         f"RowSparseAdagrad got a dense gradient for a {tuple(param.shape)} "
                         "parameter: it updates row-sparse gradients only"
                     )
-                self._update(param, group)
+                self._update(param, group, apply)
 
-    def _update(self, param: Tensor, group: dict) -> None:
+    def _update(self, param: Tensor, group: dict, apply: Tensor | None) -> None:
         grad = param.grad
         state = self.state[param]
         state["step"] += 1
         ids, rows = sum_rows_by_id(grad._indices()[0], grad._values())  # (m,), (m, ...)
+        if apply is not None:
+            rows = torch.where(apply, rows, 0.0)
         # Each id now appears once (the padding's zero rows aside), so these scatters are
         # deterministic, and with the same arithmetic as torch's dense += sparse.
         accumulator = state["sum"]

@@ -4,7 +4,8 @@ forward (sampled softmax, one sample set shared by all ranks) -> backward (DDP a
 LSTM gradients) -> the vocabulary tables' row-sparse gradients averaged over ranks -> the
 original code's scalings -> global-norm clipping of the LSTM gradients -> one all-reduce of
 the step's flags (non-finite or short sample set, and the loop's stop/checkpoint votes) ->
-optimizer step and EMA, or a skipped step on every rank.
+the tables' update, conditioned on those flags on the device -> the dense optimizer step and
+EMA, or a skipped step on every rank.
 
 On one GPU the host waits for the device once per step, to read those flags with the loss and
 the gradient norm: the sampler, the loss and the table optimizer keep everything else on the
@@ -144,6 +145,9 @@ class StepRunner:
         )
         if self.ctx.is_distributed:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        # The tables' update is queued now, conditioned on the reduced flag on the device, so
+        # its launches overlap the backward still running there rather than follow the wait.
+        self.optimizers.step_device_flagged(flags[0] == 0)
         # The step's one host sync: the reduced flags with this rank's loss and norm.
         read = torch.cat([flags, loss.float().view(1), grad_norm.float().view(1)]).tolist()
         skipped, reduced_votes, loss_value, norm_value = bool(read[0]), read[1:-2], *read[-2:]
@@ -151,7 +155,7 @@ class StepRunner:
             # A NaN forward may have poisoned the carried state: restart the rows from zeros.
             self.lstm_state = None
         else:
-            self.optimizers.step()
+            self.optimizers.step_host_checked()
             if self.ema is not None:
                 self.ema.update()
         self.optimizers.zero_grad()
