@@ -23,7 +23,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint demo synthetic train eval score bench gpu-check table data summary tensorboard clean
+.PHONY: help setup test test-fast lint demo synthetic train eval score bench gpu-check gpu-wheels table data summary tensorboard clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -80,6 +80,9 @@ bench: $(STAMP) ## benchmark every variant: make bench PRESET=tiny|cpu|full
 # No $(STAMP): a GPU machine brings its own CUDA torch (the script picks .venv when there is one).
 gpu-check: ## the GPU check (env, GPU tests, bench preset=full) in under 8 minutes: make gpu-check [ARGS=...]
 	scripts/gpu_check.sh $(ARGS)
+
+gpu-wheels: $(STAMP) ## hydra-core, omegaconf, antlr4 as wheels in .whl/ for a GPU machine without them
+	PYTHON=$(PY) scripts/gpu_wheels.sh
 
 table: $(STAMP) ## the paper's table on the shared sample: make table BUDGET=180 [ARGS="variants=[...]"]
 	$(PY) -m lm1b.table budget_seconds=$(BUDGET) $(ARGS)

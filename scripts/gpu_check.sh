@@ -15,8 +15,9 @@ OUT=${OUT:-outputs/gpu_check/$(date -u +%Y%m%dT%H%M%SZ)}
 PRESET=${PRESET:-full}
 mkdir -p "$OUT"
 
-# Python: $PYTHON if set; on a bare GPU machine given the project's wheels in .whl/, its
-# python3 with them installed beside its torch; else the project's venv, else python3.
+# Python: $PYTHON if set; on a bare GPU machine given the project's wheels in .whl/ (made by
+# scripts/gpu_wheels.sh where PyPI is reachable), its python3 with them installed beside its
+# torch; else the project's venv, else python3.
 if [[ -z ${PYTHON:-} ]]; then
     if ! python3 -c 'import hydra, omegaconf' 2>/dev/null && [[ -d .whl ]] &&
         python3 -c 'import torch' 2>/dev/null; then
