@@ -72,6 +72,22 @@ def train(model, precision: str, steps: int = 5) -> list[float]:
     return losses
 
 
+# First: cheap (no compilation), so a time-limited GPU check runs it whatever comes after.
+@pytest.mark.parametrize("variant", ["biglstm", "flstm_r512", "glstm_k2"])
+def test_a_training_step_waits_for_the_gpu_once(variant):
+    """The trainer's step on CUDA in bf16 with CUDA graphs waits for the device once, to read
+    its flags (step.py; tests/training/test_host_syncs.py checks the operations on a CPU)."""
+    device = torch.device("cuda")
+    # The fused cell is left out: it compiles per variant, and it does not touch the host.
+    cfg = compose_variant_config(variant, PRESETS["tiny"], "bf16", ["trainer.fused_cell=false"])
+    candidate = build_candidate(variant, cfg, device, seed=0)
+    for _ in range(3):  # allocations, then the capture of the graphs on the second step
+        candidate.train_step()
+    count_host_syncs(candidate, device)
+    assert fast_path_status(candidate.model)["cuda_graphs"]
+    assert candidate.host_syncs == 1
+
+
 # Each case compiles the cell for its own shapes and dtype: three cover every gate map and
 # both precisions within the GPU check's time budget.
 @pytest.mark.parametrize(
@@ -114,18 +130,3 @@ def test_training_run_on_the_gpu_with_and_without_graphs(tmp_path, tiny_override
         assert f"cuda_graphs={graphs.title()}" in log
     assert len(losses["true"]) == 8
     torch.testing.assert_close(losses["true"], losses["false"], rtol=3e-2, atol=3e-2)
-
-
-@pytest.mark.parametrize("variant", ["biglstm", "flstm_r512", "glstm_k2"])
-def test_a_training_step_waits_for_the_gpu_once(variant):
-    """The trainer's step on CUDA in bf16 with CUDA graphs waits for the device once, to read
-    its flags (step.py; tests/training/test_host_syncs.py checks the operations on a CPU)."""
-    device = torch.device("cuda")
-    # The fused cell is left out: it compiles per variant, and it does not touch the host.
-    cfg = compose_variant_config(variant, PRESETS["tiny"], "bf16", ["trainer.fused_cell=false"])
-    candidate = build_candidate(variant, cfg, device, seed=0)
-    for _ in range(3):  # allocations, then the capture of the graphs on the second step
-        candidate.train_step()
-    count_host_syncs(candidate, device)
-    assert fast_path_status(candidate.model)["cuda_graphs"]
-    assert candidate.host_syncs == 1
