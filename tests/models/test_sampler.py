@@ -157,7 +157,16 @@ def test_shortfall_bound_bounds_the_observed_shortfall(vocab, num):
         assert short <= bound + 3 * math.sqrt(bound * (1 - bound) / 4000), (draws, short, bound)
         checked += 1
     assert checked >= 2
-    assert shortfall_bound(sampler.draw_count(), num, log_keep) <= 1e-12
+    # The draw count meets the bound, and is the smallest that does (to the bisection's 1%).
+    count = sampler.draw_count()
+    assert shortfall_bound(count, num, log_keep) <= 1e-12
+    assert shortfall_bound(int(0.98 * count), num, log_keep) > 1e-12
+
+
+def test_a_sample_set_too_close_to_the_vocabulary_is_refused():
+    """S = V = 100,000 would need tens of millions of draws per step: a clear error instead."""
+    with pytest.raises(ValueError, match="num_sampled=100000 is too close to vocab_size=100000"):
+        LogUniformSampler(100_000, 100_000).draw_count()
 
 
 def test_expected_count_is_stable_and_exact():
@@ -168,6 +177,14 @@ def test_expected_count_is_stable_and_exact():
     torch.testing.assert_close(log_expected_count(ids, vocab, tries).double(), reference)
     assert torch.isfinite(log_expected_count(ids, vocab, 1)).all()  # Q = P, tiny for the tail
     assert torch.equal(log_expected_count(ids, vocab, math.inf), torch.zeros(6))
+    # TensorFlow's shortcut: tries equal to the sample size (no draw repeated) -> Q = P * S.
+    shortcut = torch.log(log_uniform_prob(ids, vocab) * 6)
+    for tries_six in (6, torch.tensor(6)):
+        assert torch.equal(log_expected_count(ids, vocab, tries_six, num_sampled=6), shortcut)
+    torch.testing.assert_close(
+        log_expected_count(ids, vocab, torch.tensor(7), num_sampled=6),
+        log_expected_count(ids, vocab, 7),
+    )
     exhaustive = CandidateSample.exhaustive(vocab)
     assert exhaustive.ids.numel() == vocab and exhaustive.log_expected_count(ids).eq(0).all()
 

@@ -18,6 +18,11 @@ WAITING_OPS = {
     "equal",
     "lift_fresh",  # torch.tensor(data), t.new_tensor(data): a host-to-device copy on a GPU
     "lift_fresh_copy",
+    "_unique",
+    "repeat_interleave",  # its Tensor-repeats form reads the total back
+    "bincount",
+    "histc",
+    "masked_scatter",
 }
 INDEXING_OPS = {"index", "index_put", "index_put_", "_index_put_impl_"}
 

@@ -76,7 +76,9 @@ class LanguageModel(nn.Module):
         sample: CandidateSample | None = None,
     ) -> LMOutput:
         """One window: (B, T) ids in, the loss of predicting (B, T) targets out. In training,
-        `sample` is the sample set to use (else one is drawn from `generator`)."""
+        `sample` is the sample set to use, whose `complete` flag the caller checks (the trainer
+        skips the step on it); else one is drawn from `generator` and that flag, False with a
+        probability below 1e-12, goes unchecked."""
         # Time-major inside (the stack's layout); transposing the ids is cheaper than the
         # activations, so targets and mask follow the hidden states' (T, B) order.
         embedded = self.embedding(inputs.t())  # (T, B, p)

@@ -26,6 +26,9 @@ from torch import Tensor
 
 # The largest accepted probability that a sample's fixed draws hold too few distinct ids.
 SHORTFALL_PROBABILITY = 1e-12
+# The most draws a sample set may take (128 MiB of int64 ids, sorted every step). Only S close
+# to V needs more: there the last distinct ids are the rarest, and wait to be drawn.
+MAX_DRAWS = 2**24
 
 
 def log_uniform_prob(ids: Tensor, vocab_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -38,14 +41,25 @@ def log_uniform_prob(ids: Tensor, vocab_size: int, dtype: torch.dtype = torch.fl
     return torch.log1p(1.0 / (k + 1.0)) / math.log1p(vocab_size)
 
 
-def log_expected_count(ids: Tensor, vocab_size: int, tries: float) -> Tensor:
+def log_expected_count(
+    ids: Tensor, vocab_size: int, tries: float | Tensor, num_sampled: int | None = None
+) -> Tensor:
     """log Q(k), with Q(k) = 1 - (1 - P(k))^tries computed as -expm1(tries * log1p(-P(k))).
 
     The expm1/log1p form is exact for rare ids (Q ~ tries * P, tiny) and for frequent ones
-    (Q -> 1). `tries = math.inf` gives Q = 1 (log Q = 0) for every id.
+    (Q -> 1). `tries = math.inf` gives Q = 1 (log Q = 0) for every id. Given `num_sampled`,
+    a sample whose tries equal it (no draw repeated) gets Q = P * num_sampled instead, as in
+    TensorFlow's ExpectedCountHelper; `tries` may be a 0-dim device tensor (then torch.where
+    chooses, and nothing is read back).
     """
-    log_not_drawn_once = torch.log1p(-log_uniform_prob(ids, vocab_size))  # (...,) < 0
-    return torch.log(-torch.expm1(tries * log_not_drawn_once))
+    prob = log_uniform_prob(ids, vocab_size)  # (...,)
+    log_q = torch.log(-torch.expm1(tries * torch.log1p(-prob)))
+    if num_sampled is None:
+        return log_q
+    no_repeat = torch.log(prob * num_sampled)
+    if isinstance(tries, Tensor):
+        return torch.where(tries == num_sampled, no_repeat, log_q)
+    return no_repeat if tries == num_sampled else log_q
 
 
 @dataclass(frozen=True)
@@ -67,7 +81,7 @@ class CandidateSample:
 
     def log_expected_count(self, ids: Tensor) -> Tensor:
         """log Q for any ids (the sampled ones or the true targets) under this sample."""
-        return log_expected_count(ids, self.vocab_size, self.tries)
+        return log_expected_count(ids, self.vocab_size, self.tries, self.ids.numel())
 
     @classmethod
     def exhaustive(cls, vocab_size: int, device: torch.device | str | None = None):
@@ -122,6 +136,12 @@ class LogUniformSampler:
 
             low, high = self.num_sampled - 1, 2 * self.num_sampled  # enough(low) is False
             while not enough(high):
+                if high > MAX_DRAWS:
+                    raise ValueError(
+                        f"num_sampled={self.num_sampled} is too close to vocab_size="
+                        f"{self.vocab_size}: a sample set would need more than {MAX_DRAWS:,} "
+                        "draws to hold that many distinct ids; sample fewer"
+                    )
                 low, high = high, 2 * high
             while high - low > max(1, high // 100):
                 middle = (low + high) // 2

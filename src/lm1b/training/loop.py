@@ -239,7 +239,10 @@ class Trainer:
         if result.skipped:
             counters.skipped_steps += 1
             counters.consecutive_skips += 1
-            logger.warning("step %d skipped: non-finite loss or gradient", counters.step)
+            logger.warning(
+                "step %d skipped: non-finite loss or gradient (or a short sample set)",
+                counters.step,
+            )
             if counters.consecutive_skips >= self.cfg.trainer.max_consecutive_skips:
                 raise FloatingPointError(
                     f"step {counters.step}: {counters.consecutive_skips} consecutive steps had a "

@@ -120,8 +120,8 @@ def build_trainer(
 ) -> Trainer:
     """Everything a run needs, restored from the newest checkpoint when there is one."""
     files = resolve_data_files(cfg.data)
-    # Opt out explicitly of invariant checks on the sparse gradients (torch warns otherwise at
-    # every sparse Adagrad step); our sparse tensors come from coalesce() and are valid.
+    # Opt out explicitly of invariant checks on the sparse gradients (torch warns otherwise
+    # whenever its sparse optimizers build one); ours are built from valid ids and rows.
     torch.sparse.check_sparse_tensor_invariants.disable()
     checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.trainer.keep_last)
     if ctx.is_main:

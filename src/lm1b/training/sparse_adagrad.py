@@ -25,21 +25,23 @@ import torch
 from torch import Tensor
 
 
-def sum_rows_by_id(ids: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+def sum_rows_by_id(ids: Tensor, rows: Tensor, num_ids: int) -> tuple[Tensor, Tensor]:
     """Sum the rows that share an id, in fixed-size buffers.
 
-    ids (m,) int64 with repeats, rows (m, ...) -> ids (m,), rows (m, ...): slot j < U (U = the
-    number of distinct ids) holds the j-th smallest distinct id and the sum of its rows, added
-    in the order given; the slots from U on hold id 0 and zero rows, so scattering them adds
-    exactly nothing. Deterministic on CPU and GPU (index_put_ with accumulate sums each id's
-    rows in order), and no host synchronisation.
+    ids (m,) int64 in [0, num_ids) with repeats, rows (m, ...) -> ids (m,), rows (m, ...):
+    slot j < U (U = the number of distinct ids) holds the j-th smallest distinct id and the sum
+    of its rows; a slot j from U on holds id j mod num_ids and a zero row, so scattering it adds
+    exactly nothing (and the padding's scatters spread over many rows, not onto one). The sums
+    are deterministic on CPU and GPU (index_put_ with accumulate sorts its indices stably, then
+    sums each id's rows in a fixed order), and nothing waits for the device.
     """
     sorted_ids, order = torch.sort(ids, stable=True)
     opens_run = torch.ones_like(sorted_ids, dtype=torch.bool)
     opens_run[1:] = sorted_ids[1:] != sorted_ids[:-1]
     slot_of_sorted = torch.cumsum(opens_run, 0) - 1  # (m,) the slot of each sorted row
     slot = torch.empty_like(slot_of_sorted).scatter_(0, order, slot_of_sorted)  # given order
-    slot_ids = torch.zeros_like(ids).index_put_((slot,), ids)  # a slot's writers agree
+    padding_ids = torch.arange(ids.numel(), device=ids.device) % num_ids
+    slot_ids = padding_ids.index_put_((slot,), ids)  # a slot's writers agree
     return slot_ids, torch.zeros_like(rows).index_put_((slot,), rows, accumulate=True)
 
 
@@ -55,7 +57,19 @@ class RowSparseAdagrad(torch.optim.Optimizer):
                 f"RowSparseAdagrad needs lr > 0, initial_accumulator_value >= 0 and eps > 0 "
                 f"(got {lr}, {initial_accumulator_value}, {eps})"
             )
-        defaults = {"lr": lr, "initial_accumulator_value": initial_accumulator_value, "eps": eps}
+        defaults = {
+            "lr": lr,
+            "initial_accumulator_value": initial_accumulator_value,
+            "eps": eps,
+            # torch's Adagrad reads these from a loaded state: at their values here (no decay,
+            # no weight decay) it computes this update, so checkpoints load either way.
+            "lr_decay": 0.0,
+            "weight_decay": 0.0,
+            "foreach": None,
+            "maximize": False,
+            "differentiable": False,
+            "fused": None,
+        }
         super().__init__(params, defaults)
         # Allocated now, as torch's Adagrad does: the state is complete before the first step
         # (checkpoints made at step 0 load into it, memory is accounted from the start).
@@ -85,11 +99,11 @@ class RowSparseAdagrad(torch.optim.Optimizer):
         grad = param.grad
         state = self.state[param]
         state["step"] += 1
-        ids, rows = sum_rows_by_id(grad._indices()[0], grad._values())  # (m,), (m, ...)
+        ids, rows = sum_rows_by_id(grad._indices()[0], grad._values(), param.shape[0])
         if apply is not None:
             rows = torch.where(apply, rows, 0.0)
-        # Each id now appears once (the padding's zero rows aside), so these scatters are
-        # deterministic, and with the same arithmetic as torch's dense += sparse.
+        # (m,), (m, ...). Each id now appears once (the padding's zero rows aside), so these
+        # scatters are deterministic, and with the same arithmetic as torch's dense += sparse.
         accumulator = state["sum"]
         accumulator.index_add_(0, ids, rows.pow(2))
         std = accumulator[ids].sqrt_().add_(group["eps"])  # (m, ...)

@@ -50,10 +50,12 @@ def average_sparse_gradient(
         )
     ids, rows = grad._indices()[0], grad._values()  # (m,), (m, ...)
     own = ids.numel() - num_shared
-    shared_ids, shared_rows = ids[own:], rows[own:].clone()  # (S,), (S, ...)
-    dist.all_reduce(shared_rows)
-    all_ids = torch.cat([_all_gather_rows(ids[:own], world_size), shared_ids])
-    all_rows = torch.cat([_all_gather_rows(rows[:own], world_size), shared_rows])
+    all_ids = _all_gather_rows(ids[:own], world_size)  # (k (m - S),)
+    all_rows = _all_gather_rows(rows[:own], world_size)
+    if num_shared:
+        shared_rows = rows[own:].clone()  # (S, ...)
+        dist.all_reduce(shared_rows)
+        all_ids, all_rows = torch.cat([all_ids, ids[own:]]), torch.cat([all_rows, shared_rows])
     param.grad = torch.sparse_coo_tensor(
         all_ids.unsqueeze(0), all_rows / world_size, param.shape, check_invariants=False
     )
