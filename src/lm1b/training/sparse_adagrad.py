@@ -99,11 +99,11 @@ class RowSparseAdagrad(torch.optim.Optimizer):
         grad = param.grad
         state = self.state[param]
         state["step"] += 1
+        # ids (m,), rows (m, ...): each id now appears once, the padding's zero rows aside.
         ids, rows = sum_rows_by_id(grad._indices()[0], grad._values(), param.shape[0])
         if apply is not None:
             rows = torch.where(apply, rows, 0.0)
-        # (m,), (m, ...). Each id now appears once (the padding's zero rows aside), so these
-        # scatters are deterministic, and with the same arithmetic as torch's dense += sparse.
+        # So these scatters are deterministic, with the arithmetic of torch's dense += sparse.
         accumulator = state["sum"]
         accumulator.index_add_(0, ids, rows.pow(2))
         std = accumulator[ids].sqrt_().add_(group["eps"])  # (m, ...)
