@@ -12,7 +12,7 @@ NPROC      ?= 1
 CKPT       ?=
 INPUT      ?=
 PRESET     ?= tiny
-BUDGET     ?= 180
+BUDGET     ?= 600
 LOGDIR     ?= outputs
 # Real-text tests read the shared LM1B sample; point this elsewhere or leave it empty to skip them.
 LM1B_SAMPLE_DIR ?= $(wildcard $(CURDIR)/../shared/lm1b-sample)
@@ -84,7 +84,7 @@ gpu-check: ## the GPU check (env, GPU tests, bench preset=full) in under 8 minut
 gpu-wheels: $(STAMP) ## hydra-core, omegaconf, antlr4 as wheels in .whl/ for a GPU machine without them
 	PYTHON=$(PY) scripts/gpu_wheels.sh
 
-table: $(STAMP) ## the paper's table on the shared sample: make table BUDGET=180 [ARGS="variants=[...]"]
+table: $(STAMP) ## the paper's table on the shared sample: make table BUDGET=600 [ARGS="variants=[...]"]
 	$(PY) -m lm1b.table budget_seconds=$(BUDGET) $(ARGS)
 
 data: $(STAMP) ## download, verify and prepare the full LM1B corpus under data/lm1b

@@ -37,3 +37,15 @@ def test_demo_trains_evaluates_and_reports_from_eval_json(tmp_path):
     assert "true perplexity" in result.stdout
     assert list((tmp_path / "run" / "train" / "checkpoints").glob("step-*.pt"))
     assert (tmp_path / "run" / "train" / "tensorboard").is_dir()
+
+
+def test_on_the_sample_the_demo_reports_kneser_ney_beside_its_own_perplexity(tmp_path, capsys):
+    from lm1b.demo import _report
+
+    for perplexity, verdict in ((160.0, "is better than"), (190.0, "is NOT better than")):
+        _report(tmp_path, "the real LM1B sample in X", {"perplexity": perplexity, "num_tokens": 9})
+        out = capsys.readouterr().out
+        assert f"test perplexity {perplexity:.2f}" in out
+        assert "Kneser-Ney model scores 175.8" in out and verdict in out
+    _report(tmp_path, "the synthetic corpus in Y", {"perplexity": 50.0, "num_tokens": 9})
+    assert "Kneser-Ney" not in capsys.readouterr().out

@@ -40,8 +40,11 @@ def test_two_tiny_variants_make_a_table_and_a_picture(tmp_path, synthetic_corpus
         assert eval_json["files"][0].endswith("news.en.heldout-00000-of-00002")
     assert rows["glstm_k2"]["rnn_params"] < rows["biglstm"]["rnn_params"]
     markdown = (out / "table.md").read_text()
-    assert "| model | perplexity | RNN parameters | words/sec | steps |" in markdown
-    assert "| biglstm |" in markdown and "optim=adam" in markdown
+    assert "| model | perplexity | RNN parameters | words/sec | steps | best at step |" in markdown
+    assert "| biglstm |" in markdown and "optim=adagrad" in markdown
+    assert "Kneser-Ney" not in markdown  # its figure is for the sample only
+    for row in rows.values():  # the best checkpoint was evaluated
+        assert 1 <= row["best_step"] <= row["steps"]
     assert (out / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Run again in the same directory: an evaluated variant is read back, not retrained.
     shared = SharedTraining(

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from lm1b.config import compose_config
 from lm1b.data.synthetic import generate_corpus
+from lm1b.reference import SAMPLE_KNESER_NEY_PERPLEXITY
 
 FULL_ROOT = Path("data/lm1b/1-billion-word-language-modeling-benchmark-r13output")
 SYNTHETIC_ROOT = Path("data/synthetic")
@@ -83,6 +84,13 @@ def _report(out: Path, description: str, result: dict) -> None:
     print(
         f"\ndemo: test perplexity {result['perplexity']:.2f} on {result['num_tokens']:,} tokens ({description})"
     )
+    if "sample" in description:
+        kneser_ney = SAMPLE_KNESER_NEY_PERPLEXITY
+        verdict = "better than" if result["perplexity"] < kneser_ney else "NOT better than"
+        print(
+            f"demo: a 5-gram Kneser-Ney model scores {kneser_ney} on the same text: this model "
+            f"is {verdict} Kneser-Ney (lower is better)"
+        )
     truth = SYNTHETIC_ROOT / "source.json"
     if "synthetic" in description and truth.is_file():
         print(

@@ -30,7 +30,12 @@ from lm1b.data.batch import Batch
 from lm1b.data.eval_stream import EvalStream
 from lm1b.models.language_model import LanguageModel, build_language_model
 from lm1b.tokenizer import Tokenizer, tokenizer_from_state
-from lm1b.training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from lm1b.training.checkpoint import (
+    BEST_NAME,
+    CheckpointError,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +48,7 @@ class TrainedModel:
     tokenizer: Tokenizer
     config: TrainConfig  # the training run's config, as saved in the checkpoint
     step: int  # training steps completed when the checkpoint was written
-    checkpoint: Path  # the file loaded (a directory argument resolved to its newest valid file)
+    checkpoint: Path  # the file loaded (a directory resolved to best.pt, else its newest)
     ema: bool  # True when the EMA weights were swapped into the LSTM stack
 
     @property
@@ -86,10 +91,20 @@ def _swap_in_ema(model: LanguageModel, ema_state: dict, path: Path) -> None:
             param.copy_(average)
 
 
+def _why_this_file(given: Path, file: Path, counters: dict) -> str:
+    """Why `file` was loaded for the path the user gave: the rule of resolve_checkpoint."""
+    if given.is_file():
+        return "the file given"
+    if file.name == BEST_NAME:
+        return f"the run's best checkpoint, validation perplexity {counters['best_val_ppl']:.2f}"
+    return "the run's newest checkpoint: it has no best.pt"
+
+
 def load_trained_model(
     path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
 ) -> TrainedModel:
-    """Load a checkpoint file, or the newest valid checkpoint of a run or checkpoints directory.
+    """Load a checkpoint file, or a run or checkpoints directory's best checkpoint (the best
+    validation perplexity, `best.pt`) when it has one, else its newest valid checkpoint.
 
     The model is rebuilt from the checkpoint's own config and tokenizer, loaded with its
     weights, given the EMA weights of its LSTM stack when `use_ema` and the checkpoint has an
@@ -97,7 +112,7 @@ def load_trained_model(
     Raises CheckpointError naming the file when it is missing, corrupt or does not fit.
     """
     target = resolve_device(device)
-    file = resolve_checkpoint(path)
+    file = resolve_checkpoint(path, prefer_best=True)
     state = load_checkpoint(file)
     config = config_from_checkpoint(state, file)
     tokenizer = tokenizer_from_state(state["tokenizer"])
@@ -112,7 +127,12 @@ def load_trained_model(
         _swap_in_ema(model, state["ema"], file)
     step = int(state["counters"]["step"])
     logger.info(
-        "loaded %s (step %d, %s weights) on %s", file, step, "EMA" if ema else "raw", target
+        "loaded %s (%s; step %d, %s weights) on %s",
+        file,
+        _why_this_file(Path(path), file, state["counters"]),
+        step,
+        "EMA" if ema else "raw",
+        target,
     )
     return TrainedModel(model.eval(), tokenizer, config, step, file, ema)
 

@@ -125,10 +125,12 @@ def candidate_models(base: ModelConfig, plan: PlanConfig) -> list[tuple[str, Mod
 
 
 def train_flops_per_word(model: torch.nn.Module, num_sampled: int) -> float:
-    """Forward + backward FLOPs per token of a training step (see the module docstring)."""
+    """Forward + backward FLOPs per token of a training step (see the module docstring);
+    num_sampled 0 is the full softmax, every vocabulary row."""
     matrices = sum(p.numel() for p in model.rnn.parameters() if p.dim() >= 2)
-    width = model.softmax.weight.shape[1]
-    return 6.0 * (matrices + (num_sampled + 1) * width)
+    vocab_size, width = model.softmax.weight.shape
+    rows = num_sampled + 1 if num_sampled else vocab_size
+    return 6.0 * (matrices + rows * width)
 
 
 def measure(name: str, cfg: ModelConfig, vocab_size: int) -> Candidate:

@@ -33,18 +33,10 @@ from lm1b.config import CONFIG_DIR, ConfigError, compose_config
 from lm1b.config.table import TableConfig, register_table_config, validate_table_config
 from lm1b.evaluate import write_json_atomically
 from lm1b.inference import resolve_device
+from lm1b.reference import PAPER_PERPLEXITY, SAMPLE_KNESER_NEY_PERPLEXITY
 from lm1b.train import register_resolvers
 
 logger = logging.getLogger("lm1b.table")
-
-# The paper's v3 results (REFERENCE.md): one week on 4x V100, the full 0.8B-word corpus.
-PAPER_PERPLEXITY = {
-    "biglstm": 35.1,
-    "flstm_r512": 36.3,
-    "glstm_k2": 36.0,
-    "glstm_k4": 40.6,
-    "glstm_k8": 39.4,
-}
 
 
 def describe_setup(cfg: TableConfig, results: list[VariantResult]) -> str:
@@ -68,8 +60,10 @@ def describe_setup(cfg: TableConfig, results: list[VariantResult]) -> str:
         f"T {d.num_steps}; {o.name} (lr {o.lr:g}) for the LSTM weights and {o.tables} "
         f"(lr {o.table_lr:g}) for the vocabulary tables. One variant after another on "
         f"{machine}, {date.today()}. Perplexity: full softmax per predicted token on "
-        f"{_names(d.test_files)} by `python -m lm1b.evaluate`, {weights}. words/sec = steps x "
-        "B x T / training seconds. Paper: v3, one week on 4x V100 with the full corpus."
+        f"{_names(d.test_files)} by `python -m lm1b.evaluate`, {weights}, of the best checkpoint "
+        f"(a validation every {cfg.val_every} steps on the first {cfg.val_max_batches or 'all'} "
+        "windows of each validation row). words/sec = steps x B x T / training seconds. "
+        "Paper: v3, one week on 4x V100 with the full corpus."
     )
 
 
@@ -81,30 +75,35 @@ def _names(files) -> str:
     return ", ".join(Path(f).name for f in ([files] if isinstance(files, str) else files))
 
 
-def format_markdown(results: list[VariantResult]) -> str:
-    """The table's rows as a Markdown table."""
+def format_markdown(results: list[VariantResult], kneser_ney: float | None = None) -> str:
+    """The table's rows as a Markdown table; `kneser_ney`, the n-gram baseline on the same
+    text, as a last row when given."""
     lines = [
-        "| model | perplexity | RNN parameters | words/sec | steps | paper perplexity |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | perplexity | RNN parameters | words/sec | steps | best at step "
+        "| paper perplexity |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         paper = PAPER_PERPLEXITY.get(r.name)
         lines.append(
             f"| {r.name} | {r.perplexity:.1f} | {r.rnn_params:,} | {r.words_per_sec:,.0f} | "
-            f"{r.steps:,} | {'-' if paper is None else paper} |"
+            f"{r.steps:,} | {r.best_step:,} | {'-' if paper is None else paper} |"
         )
+    if kneser_ney is not None:
+        lines.append(f"| Kneser-Ney 5-gram (KenLM) | {kneser_ney} | - | - | - | - | 67.6 |")
     return "\n".join(lines)
 
 
 def write_outputs(cfg: TableConfig, results: list[VariantResult], out_dir: Path) -> str:
     """table.md, table.json and table.png; returns the Markdown."""
     caption = describe_setup(cfg, results)
-    markdown = f"{caption}\n\n{format_markdown(results)}\n"
+    baseline = SAMPLE_KNESER_NEY_PERPLEXITY if cfg.train.data == "sample" else None
+    markdown = f"{caption}\n\n{format_markdown(results, baseline)}\n"
     (out_dir / "table.md").write_text(markdown, encoding="utf-8")
     report = {"config": asdict(cfg), "caption": caption, "variants": [r.to_json() for r in results]}
     write_json_atomically(report, out_dir / "table.json")
     title = f"{cfg.budget_seconds:g} s of training per variant, {_groups(cfg)}"
-    plot_table(results, title, out_dir / "table.png")
+    plot_table(results, title, out_dir / "table.png", kneser_ney=baseline)
     return markdown
 
 

@@ -37,9 +37,9 @@ def run(command: list[str], cwd: Path, check_code: int = 0) -> subprocess.Comple
 def losses(run_dir: Path) -> dict[int, float]:
     """step -> training loss, from metrics.jsonl (one record per step: log_every=1)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [r["step"] for r in records if "loss" in r]
+    steps = [r["step"] for r in records if "sampled_loss" in r]
     assert len(steps) == len(set(steps)), "a step was logged twice"
-    return {r["step"]: r["loss"] for r in records if "loss" in r}
+    return {r["step"]: r["sampled_loss"] for r in records if "sampled_loss" in r}
 
 
 def final_state(run_dir: Path, step: int) -> dict:

@@ -112,8 +112,8 @@ def test_tensorboard_has_the_contract_tags_and_hparams(tmp_path, tiny_overrides)
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     expected = {
-        "train/loss",
-        "train/ppl",
+        "train/sampled_loss",
+        "train/sampled_ppl",
         "train/words_per_sec",
         "optim/lr",
         "optim/grad_norm",
@@ -122,7 +122,9 @@ def test_tensorboard_has_the_contract_tags_and_hparams(tmp_path, tiny_overrides)
         "perf/data_wait_fraction",
     }
     assert expected <= set(events.Tags()["scalars"])
-    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("train/sampled_loss")] == [1, 2, 3, 4]
+    # The sampled loss is never logged under the name of the model's loss.
+    assert not {"train/loss", "train/ppl"} & set(events.Tags()["scalars"])
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 

@@ -81,9 +81,7 @@ class Candidate:
 
 
 def variant_overrides(name: str) -> list[str]:
-    """The Hydra overrides that select variant `name` (its experiment, or the cuDNN model)."""
-    if name == "biglstm_cudnn":
-        return ["experiment=biglstm", "model=biglstm_cudnn"]
+    """The Hydra overrides that select variant `name`: its experiment (configs/experiment)."""
     return [f"experiment={name}"]
 
 

@@ -14,8 +14,11 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from lm1b.benchmark.runs import VariantResult  # noqa: E402
 
 
-def plot_table(results: list[VariantResult], title: str, path: Path) -> None:
-    """Two panels side by side, one colour per variant in both; saved as a PNG at `path`."""
+def plot_table(
+    results: list[VariantResult], title: str, path: Path, kneser_ney: float | None = None
+) -> None:
+    """Two panels side by side, one colour per variant in both; saved as a PNG at `path`.
+    `kneser_ney`: the n-gram baseline's perplexity on the same text, drawn as a line."""
     colors = {r.name: plt.cm.tab10(index % 10) for index, r in enumerate(results)}
     fig, (curves, bars) = plt.subplots(
         1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [3, 2]}
@@ -26,6 +29,10 @@ def plot_table(results: list[VariantResult], title: str, path: Path) -> None:
             ppl = [value for _, value in r.curve]
             label = f"{r.name} (test {r.perplexity:.1f})"
             curves.plot(minutes, ppl, marker="o", color=colors[r.name], label=label)
+    if kneser_ney is not None:
+        curves.axhline(
+            kneser_ney, color="black", linestyle="--", label=f"Kneser-Ney 5-gram ({kneser_ney})"
+        )
     curves.set_yscale("log")
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # 200, not 2 x 10^2
     curves.yaxis.set_major_formatter(plain)

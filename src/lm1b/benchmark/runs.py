@@ -38,6 +38,7 @@ class VariantResult:
     rnn_params: int
     vocab_size: int
     steps: int
+    best_step: int  # the step of the checkpoint evaluated: the best by validation, else the last
     train_seconds: float  # the trainer's own clock: training steps only, no validation
     words_per_sec: float  # steps x B x T / train_seconds (REFERENCE.md's definition)
     curve: list[tuple[float, float]]  # (training seconds, validation perplexity)
@@ -94,7 +95,8 @@ def train_variant(cfg: TableConfig, name: str, run_dir: Path) -> None:
 
 
 def evaluate_variant(cfg: TableConfig, train_cfg: TrainConfig, run_dir: Path) -> dict:
-    """Full-softmax evaluation of the run's newest checkpoint on the data's test files."""
+    """Full-softmax evaluation of the run's best checkpoint (its newest when it has no best)
+    on the data's test files."""
     test_files = train_cfg.data.test_files
     if test_files is None:
         raise ConfigError(
@@ -167,6 +169,7 @@ def run_variant(cfg: TableConfig, name: str, runs_dir: Path) -> VariantResult:
         rnn_params=count_parameters(model)["rnn"],
         vocab_size=int(report["vocab_size"]),
         steps=steps,
+        best_step=int(report["step"]),
         train_seconds=seconds,
         words_per_sec=steps * tokens_per_step / seconds,
         curve=read_curve(run_dir, tokens_per_step, steps, seconds),

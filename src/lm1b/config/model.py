@@ -24,8 +24,13 @@ class ModelConfig:
     projection_size: int = 1024  # p: projected output width, also the embedding width e
     factor_rank: int | None = None  # r, used by flstm only
     num_groups: Any = 1  # k, used by glstm only: an int, or a list with one k per layer
-    num_sampled: int = 8192  # sampled-softmax candidates per step, shared by the batch
+    # Sampled-softmax candidates per step, shared by the batch; 0 trains with the full softmax
+    # (dense softmax gradients: for small vocabularies such as the sample's or a 32K subword one).
+    num_sampled: int = 8192
     dropout: float = 0.1  # 1 - keep_prob; on the embedding output and after every layer
+    # The embedding and softmax weight tables start as U(-table_init, table_init); null: f-lm's
+    # U(-sqrt(3/V), sqrt(3/V)), tiny at any real vocabulary (0.018 at V = 9,082).
+    table_init: float | None = None
     forget_bias: float = 1.0
     sparse_embedding: bool = True  # row-sparse gradients for the embedding table
 
@@ -75,6 +80,12 @@ def validate_model(cfg: ModelConfig) -> None:
     require(
         0.0 <= cfg.dropout < 1.0, "model.dropout", cfg.dropout, "in [0, 1) (dropout = 1 - keep)"
     )
+    require(
+        cfg.table_init is None or cfg.table_init > 0,
+        "model.table_init",
+        cfg.table_init,
+        "null (f-lm's sqrt(3/V)) or greater than 0",
+    )
     if cfg.type == "flstm":
         two_p = 2 * cfg.projection_size
         require(
@@ -85,7 +96,7 @@ def validate_model(cfg: ModelConfig) -> None:
         )
     if cfg.type == "glstm":
         _check_groups(cfg)
-    require(cfg.num_sampled >= 1, "model.num_sampled", cfg.num_sampled, "at least 1")
+    require(cfg.num_sampled >= 0, "model.num_sampled", cfg.num_sampled, "0 (full softmax) or more")
     if cfg.vocab_size is not None:
         require(cfg.vocab_size >= 4, "model.vocab_size", cfg.vocab_size, "at least 4 (or null)")
         require(

@@ -19,6 +19,11 @@ class TrainerConfig:
     log_every: int = 100  # steps between scalar logs
     val_every: int = 5000  # steps between validations (0: never)
     val_max_batches: int | None = None  # cap on validation batches (null: the whole set)
+    # Stop after this many validations in a row without a new best validation perplexity
+    # (0: never stop early). The best checkpoint (checkpoints/best.pt) is kept whenever the
+    # run validates (keep_best), outside the keep_last rotation.
+    patience: int = 0
+    keep_best: bool = True
     checkpoint_every: int = 1000  # steps between checkpoints (0: only at the end / on signal)
     checkpoint_every_minutes: float = 30.0
     keep_last: int = 3
@@ -67,6 +72,13 @@ def validate_trainer(cfg: TrainerConfig) -> None:
     )
     require(cfg.log_every >= 1, "trainer.log_every", cfg.log_every, "at least 1")
     require(cfg.val_every >= 0, "trainer.val_every", cfg.val_every, "0 (never) or more")
+    require(cfg.patience >= 0, "trainer.patience", cfg.patience, "0 (never stop early) or more")
+    require(
+        cfg.patience == 0 or cfg.val_every > 0,
+        "trainer.patience",
+        cfg.patience,
+        "0 unless trainer.val_every > 0 (early stopping counts validations)",
+    )
     require(cfg.checkpoint_every >= 0, "trainer.checkpoint_every", cfg.checkpoint_every, ">= 0")
     require(
         cfg.keep_last >= 2,

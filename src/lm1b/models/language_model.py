@@ -43,8 +43,10 @@ class LanguageModel(nn.Module):
     `forward(inputs, targets, state=None, mask=None, generator=None)`: inputs and targets
     (B, T) int64, mask (B, T) bool (False = padding, not scored). In training mode the loss is
     the sampled softmax over one sample set of `sampler.num_sampled` ids drawn from
-    `generator` (seed it identically on every rank to share the set); in eval mode it is the
-    full softmax, computed in (token_chunk_size x vocab_chunk_size) blocks.
+    `generator` (seed it identically on every rank to share the set), or, without a sampler
+    (`model.num_sampled=0`), the full softmax with gradients for every vocabulary row; in
+    eval mode it is the full softmax, computed in (token_chunk_size x vocab_chunk_size)
+    blocks without gradients.
     """
 
     def __init__(
@@ -52,7 +54,7 @@ class LanguageModel(nn.Module):
         embedding: nn.Embedding,
         rnn: nn.Module,
         softmax: SoftmaxLayer,
-        sampler: LogUniformSampler,
+        sampler: LogUniformSampler | None,
         dropout: float,
         token_chunk_size: int = 512,
         vocab_chunk_size: int = 32768,
@@ -87,10 +89,14 @@ class LanguageModel(nn.Module):
         hidden = outputs.reshape(-1, outputs.shape[-1])  # (T * B, p)
         flat_targets = targets.t().reshape(-1)  # (T * B,)
         flat_mask = None if mask is None else mask.t().reshape(-1)
+        if self.training and self.sampler is None:
+            loss = self.softmax.full_loss(hidden, flat_targets, flat_mask)
+            return self._training_output(loss, flat_targets, flat_mask, new_state)
         if self.training:
             if sample is None:
                 sample = self.sampler.sample(generator, device=hidden.device)
-            return self._sampled(hidden, flat_targets, flat_mask, sample, new_state)
+            loss = self.softmax.sampled_loss(hidden, flat_targets, sample, flat_mask)
+            return self._training_output(loss, flat_targets, flat_mask, new_state)
         nll_sum, num_tokens = self.softmax.full_nll(
             hidden,
             flat_targets,
@@ -101,16 +107,11 @@ class LanguageModel(nn.Module):
         loss = (nll_sum / num_tokens.clamp(min=1)).float()
         return LMOutput(loss, nll_sum, num_tokens, new_state)
 
-    def _sampled(
-        self,
-        hidden: Tensor,
-        targets: Tensor,
-        mask: Tensor | None,
-        sample: CandidateSample,
-        state: State,
+    @staticmethod
+    def _training_output(
+        loss: Tensor, targets: Tensor, mask: Tensor | None, state: State
     ) -> LMOutput:
-        """Training loss over one sample set shared by the whole batch."""
-        loss = self.softmax.sampled_loss(hidden, targets, sample, mask)
+        """The training loss (a mean over the predicted positions) with its token count."""
         # new_full, not new_tensor: that would copy from the host, and wait for the device.
         num_tokens = targets.new_full((), targets.numel()) if mask is None else mask.sum()
         return LMOutput(loss, loss * num_tokens, num_tokens, state)
@@ -124,19 +125,23 @@ def build_language_model(
     vocab_chunk_size: int = 32768,
 ) -> LanguageModel:
     """The model for `cfg`, with V = `vocab_size` (e.g. from the vocabulary file) or
-    cfg.vocab_size. Vocabulary tables are initialised as in f-lm (`uniform_unit_scaling_`);
+    cfg.vocab_size. Vocabulary tables are initialised as in f-lm (`uniform_unit_scaling_`),
+    or U(-cfg.table_init, cfg.table_init) for both weight tables when it is set;
     `cfg.sparse_embedding` gives both the embedding and the softmax tables row-sparse
-    gradients. Builds on the meta device without allocating (nothing is sampled until the
+    gradients (with `cfg.num_sampled=0` the model trains with the full softmax: no sampler,
+    and the softmax tables' gradients are dense). Builds on the meta device without allocating (nothing is sampled until the
     first training step)."""
     vocab = _resolve_vocab_size(cfg, vocab_size)
     p = cfg.projection_size
     embedding = nn.Embedding(vocab, p, sparse=cfg.sparse_embedding)
-    uniform_unit_scaling_(embedding.weight)
+    uniform_unit_scaling_(embedding.weight, cfg.table_init)
     return LanguageModel(
         embedding=embedding,
         rnn=build_lstm_stack(cfg),
-        softmax=SoftmaxLayer(vocab, p, sparse=cfg.sparse_embedding),
-        sampler=LogUniformSampler(vocab, cfg.num_sampled),
+        softmax=SoftmaxLayer(
+            vocab, p, sparse=cfg.sparse_embedding and cfg.num_sampled > 0, init_limit=cfg.table_init
+        ),
+        sampler=LogUniformSampler(vocab, cfg.num_sampled) if cfg.num_sampled else None,
         dropout=cfg.dropout,
         token_chunk_size=token_chunk_size,
         vocab_chunk_size=vocab_chunk_size,

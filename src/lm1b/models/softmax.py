@@ -70,6 +70,22 @@ def sampled_softmax_loss(
     return (losses * weights).sum() / weights.sum().clamp(min=1.0)
 
 
+def full_softmax_loss(
+    hidden: Tensor, targets: Tensor, weight: Tensor, bias: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """Mean cross-entropy under the softmax over the whole vocabulary, with gradients.
+
+    hidden (N, p), targets (N,), weight (V, p), bias (V, 1), mask (N,) bool or None. The
+    training loss of `model.num_sampled=0`: every row of weight and bias gets a (dense)
+    gradient. It holds an (N, V) float32 logit block for the backward, so it is meant for
+    small vocabularies (the sample's 9,082 words, a 32K subword vocabulary), not for 793K.
+    """
+    targets, weights = _masked_targets(targets, mask)
+    logits = _upcast(torch.addmm(bias.t(), hidden, weight.t()))  # (N, V)
+    losses = F.cross_entropy(logits, targets, reduction="none")  # (N,)
+    return (losses * weights).sum() / weights.sum().clamp(min=1.0)
+
+
 def full_softmax_nll(
     hidden: Tensor,
     targets: Tensor,
@@ -120,32 +136,37 @@ def _chunked_logsumexp(hidden: Tensor, weight: Tensor, bias: Tensor, vocab_chunk
     return running
 
 
-def uniform_unit_scaling_(table: Tensor) -> Tensor:
+def uniform_unit_scaling_(table: Tensor, limit: float | None = None) -> Tensor:
     """f-lm's initialisation of a (V, ...) vocabulary table, in place: U(-sqrt(3/V), sqrt(3/V)).
 
     This is TensorFlow's `uniform_unit_scaling_initializer` (factor 1) on a (V, p) table,
     whose input size is V; TF's default Glorot initialiser gives a 1-D (V,) bias the same
     limit. Small tables make the first logits nearly zero: training starts from the uniform
-    prediction (loss ~ log V) and the embedding starts small.
+    prediction (loss ~ log V) and the embedding starts small. An explicit `limit` gives
+    U(-limit, limit) instead (`model.table_init`).
     """
-    limit = math.sqrt(3.0 / table.shape[0])
+    if limit is None:
+        limit = math.sqrt(3.0 / table.shape[0])
     return nn.init.uniform_(table, -limit, limit)
 
 
 class SoftmaxLayer(nn.Module):
     """Output layer: weight (V, p) and bias stored as a (V, 1) table, both initialised by
     `uniform_unit_scaling_` as in f-lm. With `sparse`, the sampled loss gives both tables
-    row-sparse gradients."""
+    row-sparse gradients; the full-softmax training loss always gives dense ones."""
 
-    def __init__(self, vocab_size: int, dim: int, sparse: bool = False) -> None:
+    def __init__(
+        self, vocab_size: int, dim: int, sparse: bool = False, init_limit: float | None = None
+    ) -> None:
         super().__init__()
         self.sparse = sparse
+        self.init_limit = init_limit  # the weight's U(-limit, limit); None: f-lm's
         self.weight = nn.Parameter(torch.empty(vocab_size, dim))
         self.bias = nn.Parameter(torch.empty(vocab_size, 1))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        uniform_unit_scaling_(self.weight)
+        uniform_unit_scaling_(self.weight, self.init_limit)
         uniform_unit_scaling_(self.bias)
 
     def sampled_loss(
@@ -155,6 +176,10 @@ class SoftmaxLayer(nn.Module):
         return sampled_softmax_loss(
             hidden, targets, self.weight, self.bias, sample, mask, sparse=self.sparse
         )
+
+    def full_loss(self, hidden: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Mean full-softmax loss with gradients; see `full_softmax_loss`."""
+        return full_softmax_loss(hidden, targets, self.weight, self.bias, mask)
 
     def full_nll(
         self, hidden: Tensor, targets: Tensor, mask: Tensor | None = None, **chunk_sizes: int

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 META_KEY = "meta"
 CHECKPOINT_DIR_NAME = "checkpoints"  # <run_dir>/checkpoints
+# The checkpoint with the best validation perplexity so far, outside the keep-last rotation.
+BEST_NAME = "best.pt"
 _NAME_PATTERN = re.compile(r"step-(\d+)\.pt")
 _TMP_SUFFIX = ".tmp"
 
@@ -78,6 +80,16 @@ def _write_atomically(payload: dict, final: Path) -> None:
     _fsync_directory(final.parent)
 
 
+def _meta(step: int) -> dict:
+    """The `meta` entry that marks a checkpoint of `step` complete (checked by _check_meta)."""
+    return {
+        "step": step,
+        "format_version": FORMAT_VERSION,
+        "complete": True,
+        "saved_at": time.time(),
+    }
+
+
 def _check_meta(state: Any, path: Path) -> None:
     """Raise CheckpointError unless `state` is a complete checkpoint for the step its name says."""
     if not isinstance(state, dict) or not isinstance(state.get(META_KEY), dict):
@@ -114,15 +126,22 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as given, or the newest valid checkpoint of a run or checkpoints dir."""
+def resolve_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
+    """A checkpoint file as given; for a run or checkpoints directory, its best checkpoint
+    (`best.pt`, when `prefer_best` and it is valid), else its newest valid checkpoint.
+
+    Commands that use a trained model (evaluate, score, generate, compress, init_from) prefer
+    the best; resuming a run always takes the newest.
+    """
     path = Path(path)
     if path.is_file():
         return path
     if not path.is_dir():
         raise CheckpointError(f"checkpoint path {path} does not exist")
     directory = path / CHECKPOINT_DIR_NAME if (path / CHECKPOINT_DIR_NAME).is_dir() else path
-    found = CheckpointManager(directory).latest()
+    manager = CheckpointManager(directory)
+    best = manager.best() if prefer_best else None
+    found = best or manager.latest()
     if found is None:
         raise CheckpointError(f"no valid checkpoint in {directory}")
     return found[0]
@@ -176,17 +195,31 @@ class CheckpointManager:
         if step < 0:
             raise ValueError(f"checkpoint step must be 0 or more, got {step}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "step": step,
-            "format_version": FORMAT_VERSION,
-            "complete": True,
-            "saved_at": time.time(),
-        }
         final = self.directory / checkpoint_name(step)
-        _write_atomically({**state, META_KEY: meta}, final)
+        _write_atomically({**state, META_KEY: _meta(step)}, final)
         logger.info("saved checkpoint %s", final)
         self._prune()
         return final
+
+    def save_best(self, state: dict, step: int) -> Path:
+        """Write `state` as `best.pt` (atomically, replacing the previous best); never pruned."""
+        final = self.directory / BEST_NAME
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _write_atomically({**state, META_KEY: _meta(step)}, final)
+        logger.info("saved best checkpoint %s (step %d)", final, step)
+        return final
+
+    def best(self) -> tuple[Path, dict] | None:
+        """The best checkpoint and its state, or None when there is none (or it is invalid:
+        a warning names it, and the caller falls back to the newest)."""
+        path = self.directory / BEST_NAME
+        if not path.is_file():
+            return None
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as exc:
+            logger.warning("skipping invalid best checkpoint: %s", exc)
+            return None
 
     def latest(self) -> tuple[Path, dict] | None:
         """The newest valid checkpoint and its state, or None when there is none.

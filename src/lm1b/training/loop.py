@@ -45,6 +45,9 @@ class Counters:
     skipped_steps: int = 0
     consecutive_skips: int = 0
     train_seconds: float = 0.0  # wall time spent training, over all resumes (for max_time)
+    best_val_ppl: float | None = None  # the best validation perplexity so far, and its step
+    best_step: int | None = None
+    validations_since_best: int = 0  # validations in a row without a new best (for patience)
 
 
 def model_state_dict(model: nn.Module) -> dict:
@@ -83,6 +86,8 @@ class Trainer:
         self.requeue = False  # set when a SIGUSR1 stopped the run: the job should be requeued
         self._last_validation = self._last_checkpoint = -1  # steps of the latest of each
         self.tokens_per_step = cfg.data.batch_size * cfg.data.num_steps  # all ranks together
+        self._bar: tqdm | None = None
+        self._bar_fields: dict[str, str] = {}  # what the progress bar shows after the counts
 
     # ---- checkpoint state ------------------------------------------------------------------
 
@@ -134,6 +139,13 @@ class Trainer:
         self._last_checkpoint = self.counters.step
         self.ctx.barrier()
 
+    def save_best_checkpoint(self) -> None:
+        """The whole state as `best.pt`: any command given the run directory then uses it."""
+        state = self.state_dict()
+        if self.ctx.is_main:
+            self.checkpoints.save_best(state, self.counters.step)
+        self.ctx.barrier()
+
     # ---- validation -------------------------------------------------------------------------
 
     def validate(self) -> float | None:
@@ -157,8 +169,9 @@ class Trainer:
     # ---- the loop ---------------------------------------------------------------------------
 
     def fit(self) -> str:
-        """Train until a budget or a signal stops the run; returns why it stopped:
-        "max_steps", "max_time" or "signal" (the caller saves and exits accordingly)."""
+        """Train until a budget, early stopping or a signal stops the run; returns why it
+        stopped: "max_steps", "max_time", "patience" or "signal" (the caller saves and exits
+        accordingly)."""
         trainer_cfg = self.cfg.trainer
         self.model.train()
         with PreemptionHandler() as preemption, self._progress_bar() as bar:
@@ -173,7 +186,8 @@ class Trainer:
 
     def _run_steps(self, trainer_cfg, bar) -> str:
         batches = iter(self.loader)
-        window = StepWindow()
+        window = StepWindow(sampled=self.model.sampler is not None)
+        self._bar = bar
         self._last_checkpoint_time = time.monotonic()
         while trainer_cfg.max_steps is None or self.counters.step < trainer_cfg.max_steps:
             started = time.perf_counter()
@@ -182,7 +196,7 @@ class Trainer:
             result = self.steps.run(batch, self.counters.step + 1, self._votes())
             self._count(result, window, started)
             bar.update(1)
-            self._log(window, bar)
+            self._log(window)
             if result.votes[_SIGNAL]:
                 self._agree_on_signal()
                 return "signal"
@@ -190,7 +204,15 @@ class Trainer:
             self._run_test_hooks()
             if result.votes[_OUT_OF_TIME]:
                 return "max_time"
+            if self._out_of_patience():
+                return "patience"
         return "max_steps"
+
+    def _out_of_patience(self) -> bool:
+        """Early stopping: `trainer.patience` validations in a row brought no new best (the
+        validation perplexity is all-reduced, so every rank decides alike)."""
+        patience = self.cfg.trainer.patience
+        return bool(patience) and self.counters.validations_since_best >= patience
 
     def _votes(self) -> list[float]:
         """This rank's view of the signal, the time budget and the checkpoint timer."""
@@ -251,21 +273,22 @@ class Trainer:
         else:
             counters.consecutive_skips = 0
 
-    def _log(self, window: StepWindow, bar) -> None:
+    def _log(self, window: StepWindow) -> None:
         step = self.counters.step
         if step % self.cfg.trainer.log_every == 0:
             scalars = window.scalars(self.tokens_per_step)
             scalars.update(
                 {"optim/lr": self.optimizers.lr, "optim/skipped_steps": self.counters.skipped_steps}
             )
-            bar.set_postfix(
-                loss=f"{scalars['train/loss']:.3f}", wps=f"{scalars['train/words_per_sec']:.0f}"
-            )
+            loss_name = window.loss_tag.removeprefix("train/")
+            self._show(**{loss_name: f"{scalars[window.loss_tag]:.3f}"})
+            self._show(wps=f"{scalars['train/words_per_sec']:.0f}")
             if self.ctx.is_main:
                 logger.info(
-                    "step %d | loss %.4f | %.0f words/s | grad norm %.3f | skipped %d",
+                    "step %d | %s %.4f | %.0f words/s | grad norm %.3f | skipped %d",
                     step,
-                    scalars["train/loss"],
+                    loss_name.replace("_", " "),
+                    scalars[window.loss_tag],
                     scalars["train/words_per_sec"],
                     scalars["optim/grad_norm"],
                     self.counters.skipped_steps,
@@ -274,14 +297,41 @@ class Trainer:
                     self.metrics.write(step, scalars)
             window.reset()
 
+    def _show(self, **fields: str) -> None:
+        """Update some of the progress bar's fields, keeping the others (the last validation
+        perplexity stays in view between validations)."""
+        self._bar_fields.update(fields)
+        if self._bar is not None:
+            self._bar.set_postfix(self._bar_fields, refresh=False)
+
     def _validate_and_log(self) -> None:
-        self._last_validation = self.counters.step
+        counters = self.counters
+        self._last_validation = counters.step
         ppl = self.validate()
-        if ppl is None or not self.ctx.is_main:
+        if ppl is None:
             return
-        logger.info("step %d | validation perplexity %.2f", self.counters.step, ppl)
+        improved = counters.best_val_ppl is None or ppl < counters.best_val_ppl
+        if improved:
+            counters.best_val_ppl, counters.best_step = ppl, counters.step
+            counters.validations_since_best = 0
+        else:
+            counters.validations_since_best += 1
+        if improved and self.cfg.trainer.keep_best:
+            self.save_best_checkpoint()  # after the counters: best.pt records itself as best
+        self._show(val_ppl=f"{ppl:.1f}", best=f"{counters.best_val_ppl:.1f}")
+        if not self.ctx.is_main:
+            return
+        logger.info(
+            "step %d | validation perplexity %.2f | best %.2f at step %d",
+            counters.step,
+            ppl,
+            counters.best_val_ppl,
+            counters.best_step,
+        )
         if self.metrics is not None:
-            self.metrics.write(self.counters.step, {"val/ppl": ppl})
+            self.metrics.write(
+                counters.step, {"val/ppl": ppl, "val/best_ppl": counters.best_val_ppl}
+            )
             self.metrics.flush()
 
     def _check_replicas(self) -> None:

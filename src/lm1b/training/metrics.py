@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 
 def _json_key(tag: str) -> str:
-    """`train/loss` -> `loss`; other groups keep their prefix: `val/ppl` -> `val_ppl`."""
+    """`train/sampled_loss` -> `sampled_loss`; other groups keep their prefix:
+    `val/ppl` -> `val_ppl`."""
     group, _, name = tag.partition("/")
     return name if group == "train" else tag.replace("/", "_")
 
@@ -78,9 +79,17 @@ def _drop_lines_after(path: Path, step: int) -> None:
 
 
 class StepWindow:
-    """Sums over the steps since the last log line, turned into the logged scalars."""
+    """Sums over the steps since the last log line, turned into the logged scalars.
 
-    def __init__(self) -> None:
+    The training loss is logged under the name of what it is: `train/sampled_loss` and
+    `train/sampled_ppl` under sampled softmax, whose value is far below the model's real
+    (full-softmax) perplexity and must never be read as it; `train/loss` and `train/ppl` when
+    training with the full softmax. `val/ppl` is the model's perplexity.
+    """
+
+    def __init__(self, sampled: bool = True) -> None:
+        self.loss_tag = "train/sampled_loss" if sampled else "train/loss"
+        self.ppl_tag = "train/sampled_ppl" if sampled else "train/ppl"
         self.reset()
 
     def reset(self) -> None:
@@ -101,8 +110,8 @@ class StepWindow:
         loss = self.loss_sum / max(self.steps, 1)
         seconds = max(self.seconds, 1e-9)
         return {
-            "train/loss": loss,
-            "train/ppl": math.exp(min(loss, 50.0)),
+            self.loss_tag: loss,
+            self.ppl_tag: math.exp(min(loss, 50.0)),
             "train/words_per_sec": self.steps * tokens_per_step / seconds,
             "optim/grad_norm": self.grad_norm,
             "perf/data_wait_fraction": min(self.data_seconds / seconds, 1.0),

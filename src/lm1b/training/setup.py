@@ -73,7 +73,7 @@ def load_init_checkpoint(cfg: TrainConfig) -> dict | None:
     fresh run), or None. Raises ConfigError when its model is not the one configured."""
     if cfg.trainer.init_from is None:
         return None
-    path = resolve_checkpoint(cfg.trainer.init_from)
+    path = resolve_checkpoint(cfg.trainer.init_from, prefer_best=True)
     state = load_checkpoint(path)
     theirs = _shape_fields(ModelConfig(**state["config"]["model"]))
     ours = _shape_fields(cfg.model)

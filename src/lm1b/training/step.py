@@ -38,7 +38,7 @@ State = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class StepResult:
-    loss: float  # this rank's mean sampled-softmax loss
+    loss: float  # this rank's mean training loss (sampled softmax, or full with num_sampled 0)
     grad_norm: float  # global norm of the LSTM gradients before clipping
     skipped: bool  # some rank saw a non-finite loss or gradient (or a short sample set)
     votes: list[float]  # the loop's votes, each the maximum over ranks
@@ -83,10 +83,19 @@ class StepRunner:
             device_type=self.ctx.device.type, dtype=torch.bfloat16, cache_enabled=False
         )
 
-    def _forward_backward(self, batch: Batch, step: int) -> tuple[torch.Tensor, CandidateSample]:
-        """The step's loss (detached) and its sample set, the same on every rank."""
+    def _draw_sample(self, step: int) -> CandidateSample | None:
+        """The step's sample set, the same on every rank; None when training with the full
+        softmax (`model.num_sampled=0`)."""
+        if self.model.sampler is None:
+            return None
         self.sample_generator.manual_seed(self.cfg.seed * 1_000_003 + step)
-        sample = self.model.sampler.sample(self.sample_generator, device=self.ctx.device)
+        return self.model.sampler.sample(self.sample_generator, device=self.ctx.device)
+
+    def _forward_backward(
+        self, batch: Batch, step: int
+    ) -> tuple[torch.Tensor, CandidateSample | None]:
+        """The step's loss (detached) and its sample set (None with the full softmax)."""
+        sample = self._draw_sample(step)
         with self._autocast():
             out = self.model(batch.inputs, batch.targets, self.lstm_state, sample=sample)
         self.lstm_state = tuple(s.detach() for s in out.state)
@@ -106,7 +115,7 @@ class StepRunner:
     def _sync_tables(self, num_sampled: int) -> torch.Tensor:
         """Average the tables' gradients over ranks; a device bool: all of them are finite.
         The softmax tables' last `num_sampled` rows (the shared sample set) are exchanged as
-        one block."""
+        one block; with the full softmax (num_sampled 0) their gradients are dense."""
         finite = torch.ones((), dtype=torch.bool, device=self.ctx.device)
         for param in self.tables:
             if self.ctx.is_distributed:
@@ -132,11 +141,13 @@ class StepRunner:
         """Take step number `step` (1-based) on `batch`; `votes` are reduced with MAX across
         ranks in the same collective as the non-finite flag."""
         loss, sample = self._forward_backward(batch, step)
-        tables_finite = self._sync_tables(sample.ids.numel())
+        tables_finite = self._sync_tables(0 if sample is None else sample.ids.numel())
         max_norm = self.cfg.optim.max_grad_norm or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.lstm_params, max_norm)
-        # A sample set short of S ids (probability < 1e-12, lm1b.models.sampler) is skipped too.
-        valid = tables_finite & torch.isfinite(loss) & torch.isfinite(grad_norm) & sample.complete
+        valid = tables_finite & torch.isfinite(loss) & torch.isfinite(grad_norm)
+        if sample is not None:
+            # A sample set short of S ids (probability < 1e-12, lm1b.models.sampler) is skipped.
+            valid = valid & sample.complete
         # (1 + len(votes),) float32: [this rank's step is invalid, *votes], MAX-reduced over
         # ranks. The votes are filled in on the device: torch.tensor(votes, device=...) would
         # be a blocking host-to-device copy.
