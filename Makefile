@@ -14,6 +14,8 @@ INPUT      ?=
 PRESET     ?= tiny
 BUDGET     ?= 600
 LOGDIR     ?= outputs
+TB_HOST    ?= 127.0.0.1
+TB_PORT    ?= 6006
 # Real-text tests read the shared LM1B sample; point this elsewhere or leave it empty to skip them.
 LM1B_SAMPLE_DIR ?= $(wildcard $(CURDIR)/../shared/lm1b-sample)
 export LM1B_SAMPLE_DIR
@@ -93,8 +95,10 @@ data: $(STAMP) ## download, verify and prepare the full LM1B corpus under data/l
 summary: $(STAMP) ## parameter counts of a variant: make summary CONFIG=glstm_k8
 	$(PY) -m lm1b.summary experiment=$(CONFIG) $(ARGS)
 
-tensorboard: $(STAMP) ## dashboards of every run under outputs/
-	$(BIN)/tensorboard --logdir $(LOGDIR) --bind_all
+# Loopback only by default: on a shared login node every interface would publish every run's
+# metrics and config. Reach it through an SSH tunnel, or opt in with TB_HOST=0.0.0.0.
+tensorboard: $(STAMP) ## dashboards of every run under outputs/ on 127.0.0.1 [TB_HOST=0.0.0.0 to publish]
+	$(BIN)/tensorboard --logdir $(LOGDIR) --host $(TB_HOST) --port $(TB_PORT)
 
 clean: ## remove the environment and caches (keeps data/ and outputs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

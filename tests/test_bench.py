@@ -22,6 +22,7 @@ import torch
 
 import lm1b.bench
 import lm1b.benchmark.session
+from lm1b.atomic_files import write_json_atomically
 from lm1b.bench import format_report, run_benchmark
 from lm1b.benchmark.candidates import compose_variant_config
 from lm1b.benchmark.report import baseline_seconds, ratio_to_baseline
@@ -34,7 +35,6 @@ from lm1b.config.bench import (
     resolve_preset,
     validate_bench_config,
 )
-from lm1b.evaluate import write_json_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD_FIELDS = {

@@ -108,3 +108,15 @@ def test_command_reads_standard_input(checkpoint):
 def test_command_requires_checkpoint_and_input():
     with pytest.raises(SystemExit, match="checkpoint, input required"):
         main([])
+
+
+def test_the_input_file_is_never_the_output(checkpoint, text_file, tmp_path):
+    """`input=F output=F` (or output a hard link to F) once truncated F to 0 bytes."""
+    own = tmp_path / "text.txt"
+    own.write_bytes(text_file.read_bytes())
+    alias = tmp_path / "alias.txt"
+    alias.hardlink_to(own)
+    for output in (own, alias):
+        with pytest.raises(SystemExit, match="is the input file"):
+            main([f"checkpoint={checkpoint}", f"input={own}", f"output={output}"])
+        assert own.read_bytes() == text_file.read_bytes()

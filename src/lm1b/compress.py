@@ -33,13 +33,13 @@ from typing import Any
 from hydra.errors import HydraException
 from omegaconf import MISSING, OmegaConf
 
+from lm1b.atomic_files import write_json_atomically
 from lm1b.config import TrainConfig, validate_config
 from lm1b.config.checks import require
 from lm1b.config.compose import compose_schema
 from lm1b.config.trainer import DEVICES
 from lm1b.data.build import build_eval_stream
 from lm1b.data.files import resolve_files
-from lm1b.evaluate import write_json_atomically
 from lm1b.inference import TrainedModel, evaluate_stream, load_trained_model
 from lm1b.models.convert import compressed_model_config, convert_state_dict
 from lm1b.tokenizer import tokenizer_state

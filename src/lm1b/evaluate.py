@@ -11,11 +11,8 @@ else outputs/evaluate/<run id>). The numbers are a function of the checkpoint, t
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from lm1b.atomic_files import write_json_atomically
 from lm1b.config import CONFIG_DIR, ConfigError
 from lm1b.config.data import DataConfig
 from lm1b.config.evaluate import (
@@ -110,15 +108,6 @@ def build_report(
         "num_steps": data.num_steps,
         "device": str(trained.device),
     }
-
-
-def write_json_atomically(report: dict, path: Path) -> None:
-    """Write `report` to `path` via a temporary file and a rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as out:
-        json.dump(report, out, indent=2)
-        out.write("\n")
-    os.replace(out.name, path)
 
 
 def summary_line(report: dict) -> str:

@@ -28,10 +28,12 @@ import itertools
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -170,8 +172,21 @@ def score_lines(
             }
 
 
+def _refuse_to_overwrite_the_input(cfg: ScoreConfig) -> None:
+    """Opening the output truncates it before a line of the input is read: the same file (by
+    inode, so also through a link or another path) as input and output would be lost."""
+    if STDIN in (cfg.input, cfg.output) or not Path(cfg.output).exists():
+        return
+    if Path(cfg.input).exists() and os.path.samefile(cfg.input, cfg.output):
+        raise ValueError(
+            f"output={cfg.output} is the input file {cfg.input}: writing the scores would erase "
+            "the sentences before they are read; write them to another file"
+        )
+
+
 def run(cfg: ScoreConfig) -> dict:
     """Score `cfg.input` into `cfg.output`; return the totals over all sentences."""
+    _refuse_to_overwrite_the_input(cfg)
     trained = load_trained_model(cfg.checkpoint, use_ema=cfg.use_ema, device=cfg.device)
     lines = numbered_lines(cfg.input, trained.config.data.max_line_tokens)
     totals = {"num_sentences": 0, "num_tokens": 0, "num_unk": 0, "logprob": 0.0}

@@ -26,12 +26,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from lm1b.atomic_files import write_json_atomically
 from lm1b.benchmark.plot import plot_table
 from lm1b.benchmark.runs import VariantResult, run_variant, variant_training_overrides
 from lm1b.benchmark.timing import device_name
 from lm1b.config import CONFIG_DIR, ConfigError, compose_config
 from lm1b.config.table import TableConfig, register_table_config, validate_table_config
-from lm1b.evaluate import write_json_atomically
 from lm1b.inference import resolve_device
 from lm1b.reference import PAPER_PERPLEXITY, SAMPLE_KNESER_NEY_PERPLEXITY
 from lm1b.train import register_resolvers

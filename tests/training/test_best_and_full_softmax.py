@@ -1,11 +1,13 @@
-"""Keeping the best model (best.pt, early stopping) and training with the full softmax."""
+"""Keeping the best model (best.pt, early stopping), training with the full softmax, and never
+starting a fresh run over an old one."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lm1b.config import compose_config
+from lm1b.config import ConfigError, compose_config
 from lm1b.inference import load_trained_model
 from lm1b.models.language_model import build_language_model
 from lm1b.models.sampler import CandidateSample
@@ -117,3 +119,19 @@ def test_patience_stops_after_that_many_validations_without_a_new_best(tmp_path,
     assert trainer.fit() == "patience"
     assert steps == [2, 4, 6, 8] and trainer.counters.step == 8
     assert trainer.counters.best_step == 4 and trainer.counters.validations_since_best == 2
+
+
+def test_resume_never_refuses_a_run_directory_that_holds_a_run(tmp_path, tiny_overrides):
+    """Starting afresh there would interleave two runs' checkpoints and rewrite metrics.jsonl."""
+    trainer = make_trainer(tmp_path, [*tiny_overrides, "trainer.val_every=2"])
+    trainer.cfg.trainer.max_steps = 2
+    trainer.fit()
+    trainer.metrics.close()
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match=r"trainer.resume=never but .* already holds a run"):
+        make_trainer(tmp_path, [*tiny_overrides, "trainer.resume=never"])
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
+    fresh = tmp_path / "elsewhere"
+    assert make_trainer(fresh, [*tiny_overrides, "trainer.resume=never"]).counters.step == 0

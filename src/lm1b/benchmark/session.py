@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from lm1b.atomic_files import write_json_atomically
 from lm1b.benchmark.candidates import Candidate
 from lm1b.benchmark.report import variant_records
-from lm1b.evaluate import write_json_atomically
 
 logger = logging.getLogger("lm1b.bench")
 

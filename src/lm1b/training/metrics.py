@@ -14,7 +14,11 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from lm1b.atomic_files import write_text_atomically
+
 logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"  # <run_dir>/metrics.jsonl
 
 
 def _json_key(tag: str) -> str:
@@ -28,7 +32,7 @@ class MetricsWriter:
     """Writes scalars to `<run_dir>/tensorboard` and `<run_dir>/metrics.jsonl`."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = True, resume_step: int = 0) -> None:
-        self.jsonl_path = Path(run_dir) / "metrics.jsonl"
+        self.jsonl_path = Path(run_dir) / METRICS_FILE
         _drop_lines_after(self.jsonl_path, resume_step)
         self._jsonl = self.jsonl_path.open("a", encoding="utf-8")
         self._tb = None
@@ -75,7 +79,8 @@ def _drop_lines_after(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             logger.warning("%s: dropping an unreadable line (a run killed mid-write)", path)
-    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    # Through a temporary file and a rename: a kill mid-rewrite must not lose the history.
+    write_text_atomically("".join(f"{line}\n" for line in kept), path)
 
 
 class StepWindow:

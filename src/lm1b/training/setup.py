@@ -20,6 +20,7 @@ from lm1b.models.acceleration import enable_fast_paths
 from lm1b.models.language_model import build_language_model
 from lm1b.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state, tokenizer_state
 from lm1b.training.checkpoint import (
+    BEST_NAME,
     CheckpointError,
     CheckpointManager,
     load_checkpoint,
@@ -27,9 +28,27 @@ from lm1b.training.checkpoint import (
 )
 from lm1b.training.distributed import DistContext, wrap_lstm_stack
 from lm1b.training.loop import Trainer
-from lm1b.training.metrics import MetricsWriter
+from lm1b.training.metrics import METRICS_FILE, MetricsWriter
 
 logger = logging.getLogger(__name__)
+
+
+def refuse_a_used_run_directory(run_dir: Path, checkpoints: CheckpointManager) -> None:
+    """`trainer.resume=never` starts afresh: in a directory that already holds a run, its
+    checkpoints would interleave with the old run's (a later resume would pick the old newest)
+    and its metrics.jsonl would be rewritten. Refuse, saying what to do instead."""
+    metrics = run_dir / METRICS_FILE
+    held = [p.name for p in checkpoints.paths()] + (
+        [METRICS_FILE] if metrics.is_file() and metrics.stat().st_size else []
+    )
+    if (checkpoints.directory / BEST_NAME).is_file():
+        held.append(BEST_NAME)
+    if held:
+        raise ConfigError(
+            f"trainer.resume=never but {run_dir} already holds a run ({', '.join(held[:3])}"
+            f"{', ...' if len(held) > 3 else ''}): pass a new hydra.run.dir, continue it with "
+            "trainer.resume=auto, or move the old run away first"
+        )
 
 
 def find_resume_checkpoint(cfg: TrainConfig, ctx: DistContext, checkpoints: CheckpointManager):
@@ -126,6 +145,8 @@ def build_trainer(
     checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.trainer.keep_last)
     if ctx.is_main:
         checkpoints.check_writable()
+        if cfg.trainer.resume == "never":
+            refuse_a_used_run_directory(run_dir, checkpoints)
     checkpoint = find_resume_checkpoint(cfg, ctx, checkpoints)
     # A fresh run may start from another checkpoint's weights and tokenizer (trainer.init_from).
     init = load_init_checkpoint(cfg) if checkpoint is None else None
