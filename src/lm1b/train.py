@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from lm1b.config import CONFIG_DIR, ConfigError, register_configs, validate_conf
 from lm1b.training.checkpoint import CheckpointError
 from lm1b.training.distributed import init_distributed, shutdown_distributed
 from lm1b.training.preemption import PREEMPTED_EXIT_CODE, requeue_slurm_job
+from lm1b.training.run_lock import RunDirectoryInUse, RunDirectoryLock
 from lm1b.training.setup import build_trainer
 from lm1b.vocab import VocabularyError
 
@@ -67,6 +69,12 @@ def register_resolvers() -> None:
 def _train(dict_cfg: DictConfig) -> int:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     cfg = validate_config(OmegaConf.to_object(dict_cfg), world_size=_world_size())
+    # Rank 0 holds the run directory for the whole job; a second trainer there stops here.
+    with RunDirectoryLock(run_dir) if _rank() == 0 else nullcontext():
+        return _train_locked(cfg, dict_cfg, run_dir)
+
+
+def _train_locked(cfg, dict_cfg: DictConfig, run_dir: Path) -> int:
     ctx = init_distributed(cfg.trainer.device)
     if not ctx.is_main:
         logging.getLogger().setLevel(logging.WARNING)
@@ -92,7 +100,13 @@ def _train(dict_cfg: DictConfig) -> int:
 def main(dict_cfg: DictConfig) -> None:
     try:
         code = _train(dict_cfg)
-    except (ConfigError, FileNotFoundError, CheckpointError, VocabularyError) as error:
+    except (
+        ConfigError,
+        FileNotFoundError,
+        CheckpointError,
+        VocabularyError,
+        RunDirectoryInUse,
+    ) as error:
         logger.error("%s", error)
         sys.exit(f"lm1b.train: {error}")
     if code:
