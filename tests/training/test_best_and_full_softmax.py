@@ -135,3 +135,23 @@ def test_resume_never_refuses_a_run_directory_that_holds_a_run(tmp_path, tiny_ov
     assert (tmp_path / "metrics.jsonl").read_text() == metrics
     fresh = tmp_path / "elsewhere"
     assert make_trainer(fresh, [*tiny_overrides, "trainer.resume=never"]).counters.step == 0
+
+
+def test_a_resume_refuses_changed_settings_and_lists_them(tmp_path, tiny_overrides):
+    """Resuming with optim.lr=0.02 once trained on at the checkpoint's lr while new
+    checkpoints recorded 0.02; another seed or batch size ended in a traceback."""
+    trainer = make_trainer(tmp_path, tiny_overrides)
+    trainer.cfg.trainer.max_steps = 2
+    trainer.fit()
+    trainer.metrics.close()
+    changed = ["optim.lr=0.02", "seed=7", "data.batch_size=8"]
+    with pytest.raises(ConfigError) as refused:
+        make_trainer(tmp_path, [*tiny_overrides, *changed])
+    message = str(refused.value)
+    assert "optim.lr: 0.002 in the checkpoint, 0.02 now" in message
+    assert "seed: 1 in the checkpoint, 7 now" in message and "data.batch_size: 4" in message
+    # How long it runs and how it logs may change.
+    resumed = make_trainer(
+        tmp_path, [*tiny_overrides, "trainer.max_steps=9", "trainer.log_every=3"]
+    )
+    assert resumed.counters.step == 2

@@ -51,6 +51,49 @@ def refuse_a_used_run_directory(run_dir: Path, checkpoints: CheckpointManager) -
         )
 
 
+# Config fields a resumed run may change: how long it runs, how it logs, validates and saves,
+# where it finds the (same) data, and the machine it runs on. Everything else (the model, the
+# optimizer and its lr, the data and its batching, the seed) must be what the checkpoint
+# trained with: a changed value would be silently overridden by the restored state, or would
+# make the resumed run a different experiment under the old one's name.
+_CHANGEABLE_ON_RESUME = (
+    "trainer.",
+    "logger.",
+    "testing.",
+    "data.root",
+    "data.num_workers",
+    "data.eval_batch_size",
+)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def refuse_changed_fields(saved: dict, current: dict) -> None:
+    """Raise ConfigError listing every field (present in both configs, so that fields added
+    since the checkpoint was written pass) whose value differs and may not change."""
+    old, new = _flatten(saved), _flatten(current)
+    changed = [
+        f"{key}: {old[key]!r} in the checkpoint, {new[key]!r} now"
+        for key in sorted(old.keys() & new.keys())
+        if old[key] != new[key] and not key.startswith(_CHANGEABLE_ON_RESUME)
+    ]
+    if changed:
+        raise ConfigError(
+            "the run resumes from a checkpoint trained with other settings ("
+            + "; ".join(changed)
+            + "): resume with the checkpoint's values, or start a new run in another "
+            "hydra.run.dir (trainer.init_from=<this run> keeps the weights)"
+        )
+
+
 def find_resume_checkpoint(cfg: TrainConfig, ctx: DistContext, checkpoints: CheckpointManager):
     """The checkpoint to resume from (every rank loads the file rank 0 chose), or None."""
     resume = cfg.trainer.resume
@@ -148,6 +191,8 @@ def build_trainer(
         if cfg.trainer.resume == "never":
             refuse_a_used_run_directory(run_dir, checkpoints)
     checkpoint = find_resume_checkpoint(cfg, ctx, checkpoints)
+    if checkpoint is not None:
+        refuse_changed_fields(checkpoint["config"], config_container)
     # A fresh run may start from another checkpoint's weights and tokenizer (trainer.init_from).
     init = load_init_checkpoint(cfg) if checkpoint is None else None
     tokenizer = _tokenizer(cfg, ctx, files["train"], run_dir, checkpoint or init)
