@@ -186,6 +186,33 @@ def test_retention_keeps_the_newest_three(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint_name(s) for s in (4, 5, 6)]
 
 
+def test_retention_counts_and_deletes_only_this_runs_valid_checkpoints(tmp_path):
+    """Newer files that are not valid checkpoints of this run (garbage, a truncated file,
+    another run's checkpoint) once counted towards keep_last: saving step 25 deleted the run's
+    own checkpoints and left only them, so the next resume found nothing valid."""
+    ours = CheckpointManager(tmp_path, keep_last=2, run_id="ours")
+    for step in (5, 10):
+        ours.save(_state(step), step)
+    (tmp_path / checkpoint_name(30)).write_bytes(b"not a checkpoint")
+    CheckpointManager(tmp_path / "other", run_id="theirs").save(_state(40), 40)
+    (tmp_path / "other" / checkpoint_name(40)).rename(tmp_path / checkpoint_name(40))
+    truncated = ours.save(_state(50), 50).read_bytes()[:100]
+    (tmp_path / checkpoint_name(50)).write_bytes(truncated)
+    ours.save(_state(25), 25)
+    names = sorted(p.name for p in tmp_path.glob("step-*.pt"))
+    # Ours: 10 and the step just written (5 pruned); the three foreign files untouched.
+    assert names == [checkpoint_name(s) for s in (10, 25, 30, 40, 50)]
+    assert load_checkpoint(tmp_path / checkpoint_name(25))[META_KEY]["run_id"] == "ours"
+
+
+def test_retention_never_deletes_the_file_just_written(tmp_path):
+    ours = CheckpointManager(tmp_path, keep_last=2, run_id="ours")
+    for step in (30, 40):
+        ours.save(_state(step), step)
+    ours.save(_state(20), 20)  # an older step written last (a resume from an older file)
+    assert (tmp_path / checkpoint_name(20)).is_file()
+
+
 def test_retention_orders_by_step_not_by_name(tmp_path):
     """A step past the zero-padding width still counts as the newest."""
     manager = _saved(tmp_path, [999_999_999, 1_000_000_000, 1_000_000_001], keep_last=2)

@@ -80,13 +80,15 @@ def _write_atomically(payload: dict, final: Path) -> None:
     _fsync_directory(final.parent)
 
 
-def _meta(step: int) -> dict:
-    """The `meta` entry that marks a checkpoint of `step` complete (checked by _check_meta)."""
+def _meta(step: int, run_id: str | None) -> dict:
+    """The `meta` entry that marks a checkpoint of `step` complete (checked by _check_meta),
+    with the id of the run that wrote it (retention deletes only its own run's files)."""
     return {
         "step": step,
         "format_version": FORMAT_VERSION,
         "complete": True,
         "saved_at": time.time(),
+        "run_id": run_id,
     }
 
 
@@ -154,7 +156,9 @@ class CheckpointManager:
     run while another process is saving into the same directory (it runs at start-up).
     """
 
-    def __init__(self, directory: str | Path, keep_last: int = 3) -> None:
+    def __init__(
+        self, directory: str | Path, keep_last: int = 3, run_id: str | None = None
+    ) -> None:
         require(
             keep_last >= 2,
             "trainer.keep_last",
@@ -163,6 +167,9 @@ class CheckpointManager:
         )
         self.directory = Path(directory)
         self.keep_last = keep_last
+        # Written into every checkpoint's meta; retention deletes only files with this id (and
+        # files from before run ids existed, which carry none).
+        self.run_id = run_id
 
     def check_writable(self) -> None:
         """Create the directory and prove a file can be written and removed there.
@@ -196,16 +203,16 @@ class CheckpointManager:
             raise ValueError(f"checkpoint step must be 0 or more, got {step}")
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / checkpoint_name(step)
-        _write_atomically({**state, META_KEY: _meta(step)}, final)
+        _write_atomically({**state, META_KEY: _meta(step, self.run_id)}, final)
         logger.info("saved checkpoint %s", final)
-        self._prune()
+        self._prune(final)
         return final
 
     def save_best(self, state: dict, step: int) -> Path:
         """Write `state` as `best.pt` (atomically, replacing the previous best); never pruned."""
         final = self.directory / BEST_NAME
         self.directory.mkdir(parents=True, exist_ok=True)
-        _write_atomically({**state, META_KEY: _meta(step)}, final)
+        _write_atomically({**state, META_KEY: _meta(step, self.run_id)}, final)
         logger.info("saved best checkpoint %s (step %d)", final, step)
         return final
 
@@ -240,13 +247,34 @@ class CheckpointManager:
             )
         return None
 
-    def _prune(self) -> None:
-        """Delete the oldest checkpoints beyond `keep_last`; a failed delete only warns."""
-        for path in self.paths()[: -self.keep_last]:
+    def _prune(self, just_written: Path) -> None:
+        """Delete this run's oldest valid checkpoints beyond `keep_last`, counting only those:
+        a file that is not a valid checkpoint of this run (garbage, a truncated file, another
+        run's) is neither counted nor deleted, and the file just written never is. A failed
+        delete only warns."""
+        mine = [p for p in self.paths() if p == just_written or self._is_ours(p)]
+        for path in mine[: -self.keep_last]:
+            if path == just_written:  # an older step written last (resumed from an old file)
+                continue
             try:
                 path.unlink()
             except OSError as exc:  # a full or flaky filesystem must not stop training
                 logger.warning("could not delete old checkpoint %s: %s", path, exc)
+
+    def _is_ours(self, path: Path) -> bool:
+        """Whether `path` is a valid checkpoint written by this run (read through a memory map:
+        only the metadata is touched, not gigabytes of tables)."""
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+            _check_meta(state, path)
+        except Exception as exc:  # any unreadable file: leave it alone (see load_checkpoint)
+            logger.warning("retention leaves %s alone: not a valid checkpoint (%s)", path, exc)
+            return False
+        owner = state[META_KEY].get("run_id")
+        if owner is not None and owner != self.run_id:
+            logger.warning("retention leaves %s alone: written by another run (%s)", path, owner)
+            return False
+        return True
 
     def _remove_leftover_tmp_files(self) -> None:
         """Remove `step-*.pt.tmp` files; they are never complete (the rename did not happen)."""

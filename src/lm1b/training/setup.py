@@ -9,6 +9,7 @@ are restored last, so a resumed run draws exactly what the uninterrupted one wou
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from lm1b.models.language_model import build_language_model
 from lm1b.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state, tokenizer_state
 from lm1b.training.checkpoint import (
     BEST_NAME,
+    META_KEY,
     CheckpointError,
     CheckpointManager,
     load_checkpoint,
@@ -185,6 +187,7 @@ def build_trainer(
     # Opt out explicitly of invariant checks on the sparse gradients (torch warns otherwise
     # whenever its sparse optimizers build one); ours are built from valid ids and rows.
     torch.sparse.check_sparse_tensor_invariants.disable()
+    # The run id is fixed when the run starts and read back from its checkpoint on resume.
     checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.trainer.keep_last)
     if ctx.is_main:
         checkpoints.check_writable()
@@ -193,6 +196,7 @@ def build_trainer(
     checkpoint = find_resume_checkpoint(cfg, ctx, checkpoints)
     if checkpoint is not None:
         refuse_changed_fields(checkpoint["config"], config_container)
+    checkpoints.run_id = (checkpoint or {}).get(META_KEY, {}).get("run_id") or uuid.uuid4().hex
     # A fresh run may start from another checkpoint's weights and tokenizer (trainer.init_from).
     init = load_init_checkpoint(cfg) if checkpoint is None else None
     tokenizer = _tokenizer(cfg, ctx, files["train"], run_dir, checkpoint or init)
