@@ -120,3 +120,17 @@ def test_the_input_file_is_never_the_output(checkpoint, text_file, tmp_path):
         with pytest.raises(SystemExit, match="is the input file"):
             main([f"checkpoint={checkpoint}", f"input={own}", f"output={output}"])
         assert own.read_bytes() == text_file.read_bytes()
+
+
+def test_every_line_gets_one_record_even_one_token_longer_than_the_limit(checkpoint, tmp_path):
+    """A line whose single token exceeds the byte bound once produced no record at all."""
+    path = tmp_path / "long.txt"
+    limit = load_trained_model(checkpoint).config.data.max_line_tokens
+    huge = "x" * (limit * 64 + 100)  # over the reader's bound of 64 bytes per token
+    path.write_text(f"w1 w2\n{huge}\nw3 {' '.join(['w4'] * limit)}\nw5\n")
+    out = tmp_path / "scores.jsonl"
+    run(ScoreConfig(checkpoint=str(checkpoint), input=str(path), output=str(out)))
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 3, 4]
+    assert [r["truncated"] for r in records] == [False, True, True, False]
+    assert records[1]["num_tokens"] == 2  # the cut token (an <UNK>) and the sentence end

@@ -2,11 +2,14 @@
 log-probability of every sentence of a text file, for rescoring n-best lists.
 
 Output: one JSON line per non-blank input line, in input order:
-`{"line": 3, "sentence": "...", "logprob": -41.2, "num_tokens": 12, "num_unk": 1, "ppl": 31.0}`,
+`{"line": 3, "sentence": "...", "truncated": false, "logprob": -41.2, "num_tokens": 12,
+"num_unk": 1, "ppl": 31.0}`,
 where `logprob` is the natural log of P(w1 .. wn </S> | <S>) under the full softmax (the
 sentence end included, `<S>` given), `num_tokens` the predicted ids (words or subwords, plus
 the sentence end), `num_unk` how many of them are `<UNK>` (unknown words are scored as
 `<UNK>`), `ppl` = exp(-logprob / num_tokens), and `line` the 1-based input line number.
+Every non-blank line gets exactly one record; a line longer than the limit is scored cut to
+it, with `truncated` true.
 
 Lines are read exactly as every corpus reader reads them (`lm1b.data.text.read_lines`, with
 the checkpoint's `data.max_line_tokens`): blank lines are skipped (`line` keeps the alignment
@@ -85,13 +88,17 @@ class Window:
     spans: list[tuple[int, int, int]]  # per sentence: (row, first position, end position)
 
 
-def numbered_lines(path: str, max_line_tokens: int | None) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line) for every non-blank line of `path` ("-": stdin)."""
+def numbered_lines(path: str, max_line_tokens: int | None) -> Iterator[tuple[int, str, bool]]:
+    """(1-based line number, line, whether it was truncated) for every non-blank line of
+    `path` ("-": stdin); a line over the length limit is cut, never dropped."""
     stats = ReadStats()
     source = "/dev/stdin" if path == STDIN else path
+    truncated_so_far = 0
     for line in read_lines(source, max_line_tokens=max_line_tokens, stats=stats):
+        truncated = stats.truncated_lines > truncated_so_far
+        truncated_so_far = stats.truncated_lines
         # Every physical line read so far is either yielded or counted as blank.
-        yield stats.sentences + stats.blank_lines, line
+        yield stats.sentences + stats.blank_lines, line, truncated
 
 
 def _sentence(buffer: SentenceBuffer, index: int) -> np.ndarray:
@@ -147,24 +154,29 @@ def score_window(model: LanguageModel, window: Window, state=None):
 
 
 def score_lines(
-    trained: TrainedModel, lines: Iterator[tuple[int, str]], *, carry_state: bool, batch_size: int
+    trained: TrainedModel,
+    lines: Iterator[tuple[int, str, bool]],
+    *,
+    carry_state: bool,
+    batch_size: int,
 ) -> Iterator[dict]:
     """One record per (line number, line), in input order (see the module docstring)."""
     model, tokenizer = trained.model.eval(), trained.tokenizer
     make_windows = carried_windows if carry_state else fresh_windows
     state = None
     while pool := list(itertools.islice(lines, batch_size * POOL_BATCHES)):
-        buffer = encode_lines([line for _, line in pool], tokenizer)
+        buffer = encode_lines([line for _, line, _ in pool], tokenizer)
         nll = [0.0] * len(pool)
         for chosen, window in make_windows(buffer, batch_size):
             values, state = score_window(model, window, state if carry_state else None)
             for index, value in zip(chosen, values, strict=True):
                 nll[index] = value
-        for index, (number, line) in enumerate(pool):
+        for index, (number, line, truncated) in enumerate(pool):
             targets = _sentence(buffer, index)[1:]
             yield {
                 "line": number,
                 "sentence": line,
+                "truncated": truncated,
                 "logprob": -nll[index],
                 "num_tokens": len(targets),
                 "num_unk": int(np.count_nonzero(targets == tokenizer.unk_id)),

@@ -125,8 +125,10 @@ def _bounded_lines(handle: BinaryIO, max_bytes: int) -> Iterator[tuple[bytes, bo
         if skipped == 0:
             yield raw, False  # the last line of the file, without a newline
             continue
+        # Cut at the last whole token; a single token longer than the bound keeps its first
+        # max_bytes bytes, so the line still yields a (flagged) sentence, never nothing.
         cut = raw.rfind(b" ")
-        yield (raw[:cut] if cut > 0 else b""), True
+        yield (raw[:cut] if cut > 0 else raw), True
 
 
 def read_lines(
