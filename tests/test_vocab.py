@@ -85,6 +85,7 @@ def test_encode_maps_unknown_words_to_unk():
         ("<S> 5\n</S> 5\n<UNK> 1\nthe\n", r":4: expected 'word count'"),
         ("<S> 5\n</S> 5\n<UNK> 1\nthe x\n", r":4: expected 'word count'"),
         ("<S> 5\n</S> 5\n<UNK> 1\nthe  4\n", r":4: expected 'word count'"),
+        ("<S> 5\n</S> 5\n<UNK> 1\nthe \u00b2\n", r":4: expected 'word count'"),  # isdigit, not int
         ("<S> 5\n</S> 5\n<UNK> 1\nthe 4\na 7\n", r":5: 'a' has count 7 above the previous"),
         ("<S> 5\n</S> 5\nthe 4\n", r"missing special tokens \['<UNK>'\]"),
         ("", "empty vocabulary file"),
@@ -108,3 +109,11 @@ def test_building_from_nothing_is_an_error(tmp_path):
         build_vocabulary([])
     with pytest.raises(VocabularyError, match="no sentences"):
         build_vocabulary([_write(tmp_path, "\n  \n", "blank")], num_workers=1)
+
+
+def test_an_enormous_bad_line_is_echoed_as_a_short_excerpt(tmp_path):
+    """A 50 MB line without a count once printed 100 MB of error."""
+    path = _write(tmp_path, "<S> 5\n</S> 5\n<UNK> 1\n" + "x" * 50_000_000 + "\n")
+    with pytest.raises(VocabularyError, match=r":4: expected 'word count'") as error:
+        Vocabulary.load(path)
+    assert len(str(error.value)) < 500 and "50,000,000 characters" in str(error.value)

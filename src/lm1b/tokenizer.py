@@ -19,6 +19,7 @@ from typing import Protocol
 import sentencepiece as spm
 import torch
 
+from lm1b.config.checks import ConfigError
 from lm1b.config.data import DataConfig
 from lm1b.data.text import read_sentences
 from lm1b.vocab import Vocabulary, build_vocabulary
@@ -126,10 +127,12 @@ def build_tokenizer(cfg: DataConfig, train_paths: Sequence[Path], cache_dir: Pat
     from `train_paths` and saved (the trainer calls this on rank 0 before the other ranks)."""
     if cfg.tokenizer == "sentencepiece":
         model_file = Path(cfg.spm_model or cache_dir / "spm.model")
+        _refuse_a_non_file("data.spm_model", model_file)
         if not model_file.is_file():
             train_sentencepiece(train_paths, model_file, cfg.spm_vocab_size)
         return SentencePieceTokenizer(model_file)
     path = Path(cfg.vocab_file or cache_dir / "vocab.txt")
+    _refuse_a_non_file("data.vocab_file", path)
     if path.is_file():
         return WordTokenizer(Vocabulary.load(path))
     logger.info("building vocabulary %s from %d files", path, len(train_paths))
@@ -138,6 +141,13 @@ def build_tokenizer(cfg: DataConfig, train_paths: Sequence[Path], cache_dir: Pat
     )
     vocabulary.save(path)
     return WordTokenizer(vocabulary)
+
+
+def _refuse_a_non_file(field: str, path: Path) -> None:
+    """A directory (or other non-file) where the tokenizer's file should be would be found
+    missing, rebuilt from every shard, and only then fail to be written: say so first."""
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{field}={path} is invalid: it exists and is not a file")
 
 
 def tokenizer_state(tokenizer: Tokenizer) -> dict:

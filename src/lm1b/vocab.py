@@ -127,12 +127,21 @@ def _parse_line(path: Path, line_number: int, raw: bytes) -> tuple[str, int]:
     except UnicodeDecodeError:
         raise VocabularyError(f"{path}:{line_number}: not valid UTF-8") from None
     parts = line.split(" ")
-    if len(parts) != 2 or not parts[0] or not parts[1].isdigit():
+    # isascii: str.isdigit accepts '²' and other digits that int() refuses.
+    if len(parts) != 2 or not parts[0] or not (parts[1].isascii() and parts[1].isdigit()):
         raise VocabularyError(
             f"{path}:{line_number}: expected 'word count' (one space, a non-negative integer), "
-            f"got {line!r}"
+            f"got {excerpt(line)}"
         )
     return parts[0], int(parts[1])
+
+
+def excerpt(text: str, limit: int = 80) -> str:
+    """`text` quoted for an error message, cut to `limit` characters with its full length:
+    a 50 MB line must not become a 100 MB message."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
 
 
 def _check_order(

@@ -228,17 +228,21 @@ class CheckpointManager:
             logger.warning("skipping invalid best checkpoint: %s", exc)
             return None
 
-    def latest(self) -> tuple[Path, dict] | None:
-        """The newest valid checkpoint and its state, or None when there is none.
+    def latest(self, required_keys: tuple[str, ...] = ()) -> tuple[Path, dict] | None:
+        """The newest valid checkpoint holding `required_keys` and its state, or None.
 
-        Invalid newer files are skipped with a warning naming them; tmp files left by a killed
-        writer are removed.
+        Invalid newer files (a file that loads but lacks a required key included) are skipped
+        with a warning naming them; tmp files left by a killed writer are removed.
         """
         self._remove_leftover_tmp_files()
         candidates = self.paths()
         for path in reversed(candidates):
             try:
-                return path, load_checkpoint(path)
+                state = load_checkpoint(path)
+                missing = [key for key in required_keys if key not in state]
+                if missing:
+                    raise CheckpointError(f"checkpoint {path} lacks {missing}")
+                return path, state
             except CheckpointError as exc:
                 logger.warning("skipping invalid checkpoint: %s", exc)
         if candidates:

@@ -18,6 +18,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lm1b.config.checks import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -90,7 +92,9 @@ def _export_slurm_rendezvous() -> None:
 
 def _choose_device(preference: str, local_rank: int) -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("trainer.device='cuda' but torch sees no CUDA device")
+        raise ConfigError(
+            "trainer.device='cuda' is invalid here: torch sees no CUDA device (use 'auto' or 'cpu')"
+        )
     if preference == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     torch.cuda.set_device(local_rank)

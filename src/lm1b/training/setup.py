@@ -96,12 +96,17 @@ def refuse_changed_fields(saved: dict, current: dict) -> None:
         )
 
 
+# What a resume reads from a checkpoint (Trainer.state_dict): a file without one of them is
+# skipped like a truncated one, and the previous checkpoint is used.
+TRAINING_STATE_KEYS = ("config", "tokenizer", "model", "optimizers", "counters", "ranks")
+
+
 def find_resume_checkpoint(cfg: TrainConfig, ctx: DistContext, checkpoints: CheckpointManager):
     """The checkpoint to resume from (every rank loads the file rank 0 chose), or None."""
     resume = cfg.trainer.resume
     path = None
     if ctx.is_main and resume == "auto":
-        found = checkpoints.latest()
+        found = checkpoints.latest(required_keys=TRAINING_STATE_KEYS)
         if found is None and checkpoints.paths():
             # Starting afresh would let retention delete files someone may want to recover.
             raise CheckpointError(
