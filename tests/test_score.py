@@ -134,3 +134,23 @@ def test_every_line_gets_one_record_even_one_token_longer_than_the_limit(checkpo
     assert [r["line"] for r in records] == [1, 2, 3, 4]
     assert [r["truncated"] for r in records] == [False, True, True, False]
     assert records[1]["num_tokens"] == 2  # the cut token (an <UNK>) and the sentence end
+
+
+def test_directories_are_refused_by_name(checkpoint, text_file, tmp_path):
+    for args in ([f"input={tmp_path}"], [f"input={text_file}", f"output={tmp_path}"]):
+        with pytest.raises(SystemExit, match=r"put=.* is a directory"):
+            main([f"checkpoint={checkpoint}", *args])
+
+
+@pytest.mark.slow
+def test_a_reader_that_goes_away_ends_the_command_quietly(checkpoint, text_file, tmp_path):
+    """`python -m lm1b.score ... | head -1` once ended in a BrokenPipeError traceback. The
+    input is long enough (about 1 MB of records) to be still writing when `head` exits."""
+    long_text = tmp_path / "long.txt"
+    long_text.write_text(text_file.read_text() * 200)
+    command = f"{sys.executable} -m lm1b.score checkpoint={checkpoint} input={long_text} | head -1"
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120
+    )
+    assert len(result.stdout.splitlines()) == 1
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr

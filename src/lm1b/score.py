@@ -184,9 +184,13 @@ def score_lines(
             }
 
 
-def _refuse_to_overwrite_the_input(cfg: ScoreConfig) -> None:
-    """Opening the output truncates it before a line of the input is read: the same file (by
-    inode, so also through a link or another path) as input and output would be lost."""
+def _check_paths(cfg: ScoreConfig) -> None:
+    """Input and output must be files (or "-"), and not the same file: opening the output
+    truncates it before a line of the input is read, so the same file (by inode, so also
+    through a link or another path) as both would be lost."""
+    for name, value in (("input", cfg.input), ("output", cfg.output)):
+        if value != STDIN and Path(value).is_dir():
+            raise ValueError(f"{name}={value} is a directory: name a file, or - for standard I/O")
     if STDIN in (cfg.input, cfg.output) or not Path(cfg.output).exists():
         return
     if Path(cfg.input).exists() and os.path.samefile(cfg.input, cfg.output):
@@ -198,7 +202,7 @@ def _refuse_to_overwrite_the_input(cfg: ScoreConfig) -> None:
 
 def run(cfg: ScoreConfig) -> dict:
     """Score `cfg.input` into `cfg.output`; return the totals over all sentences."""
-    _refuse_to_overwrite_the_input(cfg)
+    _check_paths(cfg)
     trained = load_trained_model(cfg.checkpoint, use_ema=cfg.use_ema, device=cfg.device)
     lines = numbered_lines(cfg.input, trained.config.data.max_line_tokens)
     totals = {"num_sentences": 0, "num_tokens": 0, "num_unk": 0, "logprob": 0.0}
@@ -221,6 +225,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = compose_schema("score", ScoreConfig, sys.argv[1:] if argv is None else argv)
         totals = run(validate_score_config(cfg))
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): stop quietly, as other Unix filters do. Point
+        # stdout at /dev/null so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except (ValueError, HydraException, CheckpointError, FileNotFoundError) as error:
         sys.exit(f"lm1b.score: {error}")
     logger.info(
