@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import lm1b.data.archive
 from lm1b.data import download as cli
 from lm1b.data import verify
 from lm1b.data.download import TREE_NAME
@@ -222,8 +223,12 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tar
         _member(f"{TREE_NAME}/link", tarfile.SYMTYPE, "../../escaped"),
         _member(f"{TREE_NAME}/link", tarfile.LNKTYPE, "/etc/passwd"),
         _member(f"{TREE_NAME}/device", tarfile.CHRTYPE),
+        # A link that stays inside by text (d1/d2/d3/.. is d1/d2) but climbs out on disk once
+        # an earlier member made one of its components a symbolic link: any `..` is refused.
+        _member(f"{TREE_NAME}/d1/d2/d3/x", tarfile.SYMTYPE, "../../../.."),
+        _member(f"{TREE_NAME}/h", tarfile.LNKTYPE, f"{TREE_NAME}/d1/x/../../passwd"),
     ],
-    ids=["dotdot", "absolute", "symlink-out", "hardlink-out", "device"],
+    ids=["dotdot", "absolute", "symlink-out", "hardlink-out", "device", "chain", "chain-link"],
 )
 def test_unsafe_tarball_is_rejected(tmp_path, md5_file, member, capsys):
     tarball = tmp_path / "archive" / TARBALL
@@ -245,6 +250,31 @@ def test_write_through_symlink_is_rejected(tmp_path, md5_file, capsys):
     tarball.write_bytes(make_tarball(SHARDS, extra=[inside_link, through_it]))
     assert run(tmp_path / "lm1b", md5_file, "--from", str(tarball)) == 2
     assert "goes through a symbolic link" in capsys.readouterr().err
+
+
+def test_without_pythons_extraction_filter_nothing_is_extracted(tmp_path, md5_file, capsys):
+    """Pythons 3.10.0-3.10.11 and 3.11.0-3.11.3 have no `data` filter: refuse, rather than
+    extract with our checks alone."""
+    tarball = tmp_path / TARBALL
+    tarball.write_bytes(make_tarball(SHARDS))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delattr(tarfile, "data_filter")
+        assert run(tmp_path / "lm1b", md5_file, "--from", str(tarball)) == 2
+    assert "has no tarfile extraction filters" in capsys.readouterr().err
+    assert not (tmp_path / "lm1b" / TREE_NAME).exists()
+
+
+def test_a_refusal_by_pythons_filter_is_reported_as_one(tmp_path, md5_file, capsys):
+    """With our own checks out of the way, the `data` filter still refuses an escaping member,
+    and the message says so (it once read "not a readable tarball")."""
+    tarball = tmp_path / TARBALL
+    tarball.write_bytes(make_tarball(SHARDS, extra=[_member(f"{TREE_NAME}/../../escaped")]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lm1b.data.archive, "check_members", lambda members: None)
+        assert run(tmp_path / "lm1b", md5_file, "--from", str(tarball)) == 2
+    error = capsys.readouterr().err
+    assert "'data' filter refused a member" in error and "not a readable" not in error
+    assert not (tmp_path / "escaped").exists()
 
 
 def test_corrupt_tarball_is_one_clear_line(tmp_path, md5_file, capsys):

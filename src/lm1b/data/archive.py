@@ -1,9 +1,12 @@
 """Safe extraction of the release tarball.
 
-Every member is checked before anything is written: absolute paths, paths that climb out with
-`..`, links whose target lies outside, paths through a link, and devices or FIFOs are refused.
-Where tarfile has extraction filters (3.12, and security releases of 3.10/3.11) the `data`
-filter is applied as well. The tree is extracted into a hidden temporary sibling and renamed into
+Every member is checked before anything is written, by rules that need no knowledge of the
+filesystem: absolute paths and any `..` component are refused (in names and link targets
+alike: `x/..` is not where it looks once `x` is a symbolic link), so is a path through a
+symbolic link extracted earlier, a hard link to or through one, and a device or FIFO. The
+release tarball holds only files and directories, so nothing legitimate is lost. Python's
+`data` extraction filter is applied as well, and required: on a Python without it (before
+3.10.12 / 3.11.4) the command refuses to extract rather than rely on our checks alone. The tree is extracted into a hidden temporary sibling and renamed into
 place at the end, so a killed run never leaves a half tree under the final name.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import platform
 import posixpath
 import shutil
 import tarfile
@@ -24,8 +28,6 @@ from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
-# Our own checks run everywhere; the stdlib filter adds defence in depth where it exists.
-_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 # What a damaged archive raises while being read (truncated gzip, bad CRC, garbage headers).
 _CORRUPT_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 _STAGING_SUFFIX = ".extracting"
@@ -40,6 +42,11 @@ def extract_tarball(tarball: Path, dest_dir: Path, top: str) -> Path:
 
     `dest_dir/top` must not exist yet. Other top-level entries of the archive are dropped.
     """
+    if not hasattr(tarfile, "data_filter"):
+        raise ArchiveError(
+            f"this Python ({platform.python_version()}) has no tarfile extraction filters; "
+            "extracting an archive safely needs Python 3.10.12, 3.11.4, 3.12 or newer"
+        )
     target = dest_dir / top
     _remove_stale_staging(dest_dir, top)
     staging = Path(tempfile.mkdtemp(prefix=f".{top}.", suffix=_STAGING_SUFFIX, dir=dest_dir))
@@ -50,10 +57,15 @@ def extract_tarball(tarball: Path, dest_dir: Path, top: str) -> Path:
             _require_space(dest_dir, sum(m.size for m in members))
             logger.info("extracting %s (%d entries) into %s", tarball, len(members), dest_dir)
             progress = tqdm(members, desc="extract", unit="file", disable=None)
-            tar.extractall(staging, members=progress, **_FILTER)
+            tar.extractall(staging, members=progress, filter="data")
         if not (staging / top).is_dir():
             raise ArchiveError(f"{tarball} has no top-level directory {top}/")
         os.replace(staging / top, target)
+    except tarfile.FilterError as exc:  # a TarError too: say what it is, not "unreadable"
+        raise ArchiveError(
+            f"{tarball}: Python's tarfile 'data' filter refused a member ({exc}); "
+            "the archive is unsafe to extract"
+        ) from exc
     except _CORRUPT_ARCHIVE_ERRORS as exc:
         raise ArchiveError(
             f"{tarball} is not a readable tarball ({exc}); delete it and retry"
@@ -74,7 +86,7 @@ def check_members(members: Iterable[tarfile.TarInfo]) -> None:
         if not symlinks.isdisjoint(_self_and_parents(name)):
             _refuse(member, "its path goes through a symbolic link")
         if member.issym():
-            _inside(posixpath.join(posixpath.dirname(member.name), member.linkname), member)
+            _inside(member.linkname, member)  # no absolute target, no `..`: it stays below
             symlinks.add(name)
         elif member.islnk():
             target = _inside(member.linkname, member)
@@ -84,11 +96,11 @@ def check_members(members: Iterable[tarfile.TarInfo]) -> None:
 
 
 def _inside(path: str, member: tarfile.TarInfo) -> str:
-    """`path` normalized, refusing absolute paths and paths that climb above the root."""
-    normal = posixpath.normpath(path)
-    if posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
-        _refuse(member, "it points outside the extraction directory")
-    return normal
+    """`path` normalized, refusing absolute paths and any `..` component: normalizing
+    `a/x/../b` to `a/b` is only right if `x` is not a symbolic link, which text cannot tell."""
+    if posixpath.isabs(path) or ".." in PurePosixPath(path).parts:
+        _refuse(member, "it points outside the extraction directory (absolute or '..')")
+    return posixpath.normpath(path)
 
 
 def _self_and_parents(name: str) -> set[str]:
