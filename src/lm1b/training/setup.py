@@ -184,15 +184,11 @@ def _build_model(cfg: TrainConfig, ctx: DistContext, tokenizer: Tokenizer, check
     return model
 
 
-def build_trainer(
-    cfg: TrainConfig, ctx: DistContext, run_dir: Path, config_container: dict, config_yaml: str
-) -> Trainer:
-    """Everything a run needs, restored from the newest checkpoint when there is one."""
-    files = resolve_data_files(cfg.data)
-    # Opt out explicitly of invariant checks on the sparse gradients (torch warns otherwise
-    # whenever its sparse optimizers build one); ours are built from valid ids and rows.
-    torch.sparse.check_sparse_tensor_invariants.disable()
-    # The run id is fixed when the run starts and read back from its checkpoint on resume.
+def _checkpoints_and_resume_state(
+    cfg: TrainConfig, ctx: DistContext, run_dir: Path, config_container: dict
+) -> tuple[CheckpointManager, dict | None]:
+    """The run's checkpoint manager and the checkpoint it resumes from (None: a fresh run),
+    after the checks that keep two runs from mixing in one directory."""
     checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.trainer.keep_last)
     if ctx.is_main:
         checkpoints.check_writable()
@@ -201,7 +197,20 @@ def build_trainer(
     checkpoint = find_resume_checkpoint(cfg, ctx, checkpoints)
     if checkpoint is not None:
         refuse_changed_fields(checkpoint["config"], config_container)
+    # The run id is drawn when the run starts and read back from its checkpoint on resume.
     checkpoints.run_id = (checkpoint or {}).get(META_KEY, {}).get("run_id") or uuid.uuid4().hex
+    return checkpoints, checkpoint
+
+
+def build_trainer(
+    cfg: TrainConfig, ctx: DistContext, run_dir: Path, config_container: dict, config_yaml: str
+) -> Trainer:
+    """Everything a run needs, restored from the newest checkpoint when there is one."""
+    files = resolve_data_files(cfg.data)
+    # Opt out explicitly of invariant checks on the sparse gradients (torch warns otherwise
+    # whenever its sparse optimizers build one); ours are built from valid ids and rows.
+    torch.sparse.check_sparse_tensor_invariants.disable()
+    checkpoints, checkpoint = _checkpoints_and_resume_state(cfg, ctx, run_dir, config_container)
     # A fresh run may start from another checkpoint's weights and tokenizer (trainer.init_from).
     init = load_init_checkpoint(cfg) if checkpoint is None else None
     tokenizer = _tokenizer(cfg, ctx, files["train"], run_dir, checkpoint or init)
