@@ -54,7 +54,7 @@ def test_the_command_writes_eval_json_under_outputs_evaluate(tiny_run_dir, heldo
     (written,) = (tmp_path / "outputs" / "evaluate").glob("*/eval.json")
     report = json.loads(written.read_text())
     assert set(report) >= FIELDS and "perplexity_per_word" not in report  # word tokenizer
-    assert report["checkpoint"] == str(tiny_run_dir / "checkpoints" / "step-000000004.pt")
+    assert report["checkpoint"] == str(tiny_run_dir / "checkpoints" / "best.pt")
     assert report["weights"] == "ema" and len(report["files"]) == 2
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith(f"perplexity {report['perplexity']:.2f} | ")

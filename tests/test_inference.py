@@ -49,7 +49,8 @@ def test_load_rebuilds_the_run_and_swaps_in_the_ema(tiny_run_dir):
     state = torch.load(tiny_run_dir / "checkpoints" / "step-000000004.pt", weights_only=True)
     trained = load_trained_model(tiny_run_dir)
     raw = load_trained_model(tiny_run_dir, use_ema=False)
-    assert trained.checkpoint.name == "step-000000004.pt" and trained.step == 4
+    # The run validated at step 4: a directory means its best checkpoint, written then.
+    assert trained.checkpoint.name == "best.pt" and trained.step == 4
     assert dataclasses.asdict(trained.config) == state["config"]
     assert trained.tokenizer.vocab_size == trained.model.softmax.weight.shape[0]
     assert not trained.model.training and trained.ema and not raw.ema
@@ -80,9 +81,11 @@ def test_the_evaluator_reproduces_the_trainers_validation(tiny_run_dir, syntheti
     assert evaluate_stream(trained.model, stream).perplexity == pytest.approx(val_ppl, rel=1e-9)
 
 
-def test_a_directory_means_its_newest_valid_checkpoint(tiny_run_dir, tmp_path):
+def test_a_directory_means_its_best_checkpoint_else_its_newest_valid_one(tiny_run_dir, tmp_path):
     copy = shutil.copytree(tiny_run_dir, tmp_path / "run")
-    assert load_trained_model(copy / "checkpoints").step == 4
+    assert load_trained_model(copy / "checkpoints").checkpoint.name == "best.pt"
+    (copy / "checkpoints" / "best.pt").write_bytes(b"truncated")  # an invalid best is skipped
+    assert load_trained_model(copy / "checkpoints").checkpoint.name == "step-000000004.pt"
     (copy / "checkpoints" / "step-000000004.pt").write_bytes(b"truncated")
     assert load_trained_model(copy).step == 2
 

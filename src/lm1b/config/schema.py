@@ -24,7 +24,6 @@ class TestingConfig:
     """Fault injection for the reliability tests; all off by default."""
 
     crash_at_step: int | None = None  # raise after this step (only on the first torchrun attempt)
-    crash_on_rank: int | None = None  # restrict the crash to one rank (None: every rank)
     nan_at_step: int | None = None  # make this step's loss NaN
     nan_every_step: bool = False  # make every loss NaN (a NaN storm)
     nan_on_rank: int | None = None  # restrict the NaN to one rank (None: every rank)

@@ -243,8 +243,7 @@ class Trainer:
     def _run_test_hooks(self) -> None:
         testing = self.cfg.testing
         first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
-        on_rank = testing.crash_on_rank is None or testing.crash_on_rank == self.ctx.rank
-        if testing.crash_at_step == self.counters.step and first_attempt and on_rank:
+        if testing.crash_at_step == self.counters.step and first_attempt:
             raise RuntimeError(
                 f"injected crash after step {self.counters.step} (testing.crash_at_step)"
             )
