@@ -17,7 +17,7 @@ Columns: median ms/step and words/sec; `vs BIG`, the median over passes of the p
 to the faster BIGLSTM; `paper`, the paper's ratio; `FLOPs`, BIGLSTM's FLOPs per word over the
 variant's (the speed-up if the step were all arithmetic); GFLOP per word of forward + backward
 (6 x the LSTM stack's weight-matrix elements + 6 x (S + 1) x p for the sampled softmax: see
-lm1b.plan, which reproduces PERFORMANCE.md's 0.96 ... 0.25 at paper size); achieved TFLOP/s
+lm1b.plan, which reproduces docs/performance.md's 0.96 ... 0.25 at paper size); achieved TFLOP/s
 and its share of the matmul ceiling (median of its measurements, under the same load as the
 variants); memory (see MEMORY_NOTE); the breakdown's median ms of forward, backward and
 optimizer (table-gradient pass, clipping, the host sync, both optimizers, EMA); on CUDA, the

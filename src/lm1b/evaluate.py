@@ -83,7 +83,7 @@ def build_report(
 ) -> dict:
     """eval.json's content: the totals, then what produced them."""
     report = {
-        "perplexity": totals.perplexity,  # per predicted token (REFERENCE.md's convention)
+        "perplexity": totals.perplexity,  # per predicted token (docs/models.md's convention)
         "nll": totals.nll,
         "num_tokens": totals.num_tokens,
         "num_words": totals.num_words,

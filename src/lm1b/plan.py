@@ -17,10 +17,10 @@ more groups in deeper layers) the table gives:
   the sampled softmax (S sampled logits plus the true one, width p). Biases, gate nonlinearities,
   the embedding lookup and the optimizer are not counted (under 0.1% at paper size). This gives
   0.956 / 0.365 / 0.554 / 0.352 / 0.252 GFLOP for BIGLSTM / F512 / G2 / G4 / G8 against
-  PERFORMANCE.md's 0.96 / 0.37 / 0.56 / 0.35 / 0.25;
+  docs/performance.md's 0.96 / 0.37 / 0.56 / 0.35 / 0.25;
 - words/sec: measured when the benchmark's bench.json has the variant (same name), otherwise
   predicted as the measured BIGLSTM speed times the FLOP ratio BIGLSTM / variant. The
-  prediction is optimistic: it assumes the step time is all arithmetic (PERFORMANCE.md: the
+  prediction is optimistic: it assumes the step time is all arithmetic (docs/performance.md: the
   measured speed-ups were far below the FLOP ratios when launch overhead dominated).
 
 Rows are sorted by RNN parameters, largest first: among the variants that fit, the largest is

@@ -17,7 +17,7 @@ from lm1b.models.acceleration import fast_path_status
 
 BASELINES = ("biglstm", "biglstm_cudnn")
 CUDNN = "biglstm_cudnn"
-# The paper's (v3) words/sec ratios over BIGLSTM on 4x V100 (REFERENCE.md).
+# The paper's (v3) words/sec ratios over BIGLSTM on 4x V100 (docs/models.md).
 PAPER_RATIOS = {"flstm_r512": 1.67, "glstm_k2": 1.39, "glstm_k4": 1.66, "glstm_k8": 1.73}
 
 

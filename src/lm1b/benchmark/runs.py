@@ -40,7 +40,7 @@ class VariantResult:
     steps: int
     best_step: int  # the step of the checkpoint evaluated: the best by validation, else the last
     train_seconds: float  # the trainer's own clock: training steps only, no validation
-    words_per_sec: float  # steps x B x T / train_seconds (REFERENCE.md's definition)
+    words_per_sec: float  # steps x B x T / train_seconds (docs/models.md's definition)
     curve: list[tuple[float, float]]  # (training seconds, validation perplexity)
 
     def to_json(self) -> dict:

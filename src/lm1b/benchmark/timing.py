@@ -1,4 +1,4 @@
-"""Timing discipline (docs PERFORMANCE.md "How to measure"), the step-time breakdown, the
+"""Timing discipline (docs/performance.md, "How to measure"), the step-time breakdown, the
 device's matmul and copy ceilings and its name.
 
 Variants are timed in ONE process, interleaved (A B C ... A B C ...) over several passes after

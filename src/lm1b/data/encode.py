@@ -1,5 +1,5 @@
 """Turning lines into one flat id buffer: `<S> ids </S>` per sentence, no per-token Python
-work after the tokenizer's own lookup (the loader's hot path, see PERFORMANCE.md)."""
+work after the tokenizer's own lookup (the loader's hot path, see docs/performance.md)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 
 Both functions are pure (they return new tensors and mutate no input), so torch.compile can
 fuse each into one kernel on a GPU: the step's gate tensor is then read once instead of by a
-dozen separate pointwise kernels (PERFORMANCE.md: compile at most the pointwise gate math).
+dozen separate pointwise kernels (docs/performance.md: compile at most the pointwise gate math).
 Layouts are group-major as in the recurrence: gates (G, B, 4, w), state (G, B, w), w = n/G.
 """
 

@@ -1,4 +1,4 @@
-"""Pluggable gate maps T([x, h]) -> (i, j, f, o) of one LSTMP layer (REFERENCE.md).
+"""Pluggable gate maps T([x, h]) -> (i, j, f, o) of one LSTMP layer (docs/models.md).
 
 A gate map owns the gate weights and biases and splits T into the two halves the recurrence
 needs: `input_side(x)` for all time steps at once (hoisted out of the time loop, autograd

@@ -1,4 +1,4 @@
-"""Each LSTM layer's training step replayed as a CUDA graph (PERFORMANCE.md: launch overhead).
+"""Each LSTM layer's training step replayed as a CUDA graph (docs/performance.md: launch overhead).
 
 Without graphs a GPU step of the stack launches thousands of small kernels (about 10 per time
 step per layer forward and 15 backward, T = 20); for G-LSTM k = 8 launching them takes longer

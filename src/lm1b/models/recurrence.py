@@ -7,7 +7,7 @@
 writes its own backward sweep. Why: plain autograd records ~10 nodes per step and computes
 the recurrent weight gradients once per step (T small products); here the sweep only
 propagates activation gradients, and dP and the gate map's recurrent weight gradients are
-each one large product over all T*B rows afterwards (PERFORMANCE.md: about a quarter of the
+each one large product over all T*B rows afterwards (docs/performance.md: about a quarter of the
 step time). The pointwise cell math is `cell.CellMath` (eager, or fused by torch.compile); its
 per-step results are kept as they come, so nothing is zero-filled or copied per step. `run_plain`
 is the textbook loop under autograd, kept as the reference.
