@@ -33,8 +33,7 @@ from lm1b.tokenizer import Tokenizer, tokenizer_from_state
 from lm1b.training.checkpoint import (
     BEST_NAME,
     CheckpointError,
-    load_checkpoint,
-    resolve_checkpoint,
+    find_checkpoint,
 )
 
 logger = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ def _swap_in_ema(model: LanguageModel, ema_state: dict, path: Path) -> None:
 
 
 def _why_this_file(given: Path, file: Path, counters: dict) -> str:
-    """Why `file` was loaded for the path the user gave: the rule of resolve_checkpoint."""
+    """Why `file` was loaded for the path the user gave: the rule of find_checkpoint."""
     if given.is_file():
         return "the file given"
     if file.name == BEST_NAME:
@@ -112,8 +111,7 @@ def load_trained_model(
     Raises CheckpointError naming the file when it is missing, corrupt or does not fit.
     """
     target = resolve_device(device)
-    file = resolve_checkpoint(path, prefer_best=True)
-    state = load_checkpoint(file)
+    file, state = find_checkpoint(path, prefer_best=True)
     config = config_from_checkpoint(state, file)
     tokenizer = tokenizer_from_state(state["tokenizer"])
     with target:  # allocate the weights where they will live; load_state_dict copies into them

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from lm1b.atomic_files import write_text_atomically
 from lm1b.data.text import read_sentences
 
 logger = logging.getLogger(__name__)
@@ -111,13 +110,8 @@ class Vocabulary:
 
     def save(self, path: str | Path) -> None:
         """Write the standard format atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", newline="\n", dir=path.parent, delete=False, suffix=".tmp"
-        ) as handle:
-            handle.writelines(f"{w} {c}\n" for w, c in zip(self.words, self.counts, strict=True))
-        os.replace(handle.name, path)
+        lines = (f"{w} {c}\n" for w, c in zip(self.words, self.counts, strict=True))
+        write_text_atomically("".join(lines), path)
 
 
 def _parse_line(path: Path, line_number: int, raw: bytes) -> tuple[str, int]:

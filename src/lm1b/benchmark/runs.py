@@ -24,7 +24,7 @@ from lm1b.config.table import TableConfig
 from lm1b.evaluate import EVAL_FILE
 from lm1b.models.language_model import build_language_model
 from lm1b.summary import count_parameters
-from lm1b.training.checkpoint import load_checkpoint, resolve_checkpoint
+from lm1b.training.checkpoint import find_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def run_variant(cfg: TableConfig, name: str, runs_dir: Path) -> VariantResult:
         train_variant(cfg, name, run_dir)
         logger.info("%s: evaluating", name)
         report = evaluate_variant(cfg, train_cfg, run_dir)
-    counters = load_checkpoint(resolve_checkpoint(run_dir))["counters"]
+    counters = find_checkpoint(run_dir)[1]["counters"]  # the newest: the run's steps and time
     steps, seconds = int(counters["step"]), float(counters["train_seconds"])
     tokens_per_step = train_cfg.data.batch_size * train_cfg.data.num_steps
     with torch.device("meta"):

@@ -14,7 +14,6 @@ tuples, numbers, strings, bools and None (see `lm1b.training.rng` for RNG state)
 from __future__ import annotations
 
 import logging
-import os
 import re
 import tempfile
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 import torch
 
+from lm1b.atomic_files import TMP_SUFFIX, replace_atomically
 from lm1b.config.checks import require
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ CHECKPOINT_DIR_NAME = "checkpoints"  # <run_dir>/checkpoints
 # The checkpoint with the best validation perplexity so far, outside the keep-last rotation.
 BEST_NAME = "best.pt"
 _NAME_PATTERN = re.compile(r"step-(\d+)\.pt")
-_TMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(RuntimeError):
@@ -51,33 +50,12 @@ def _step_of(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in `directory` durable; without it a power loss can undo the rename."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:  # some filesystems cannot fsync a directory; the file itself is synced
-        logger.warning("could not fsync checkpoint directory %s: %s", directory, exc)
-
-
 def _write_atomically(payload: dict, final: Path) -> None:
-    """Write `payload` to `final` via `<final>.tmp` + fsync + rename; remove the tmp on failure."""
-    tmp = final.with_name(final.name + _TMP_SUFFIX)
+    """Write `payload` to `final` through `<final>.tmp`, fsync and a rename."""
     try:
-        with open(tmp, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, final)
-    except BaseException as exc:  # also on KeyboardInterrupt: never leave a stray tmp behind
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, Exception):
-            raise CheckpointError(f"could not write checkpoint {final}: {exc}") from exc
-        raise
-    _fsync_directory(final.parent)
+        replace_atomically(final, lambda file: torch.save(payload, file))
+    except Exception as exc:
+        raise CheckpointError(f"could not write checkpoint {final}: {exc}") from exc
 
 
 def _meta(step: int, run_id: str | None) -> dict:
@@ -128,25 +106,32 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def resolve_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
+def find_checkpoint(path: str | Path, prefer_best: bool = False) -> tuple[Path, dict]:
     """A checkpoint file as given; for a run or checkpoints directory, its best checkpoint
-    (`best.pt`, when `prefer_best` and it is valid), else its newest valid checkpoint.
+    (`best.pt`, when `prefer_best` and it is valid), else its newest valid checkpoint. Returns
+    the file and its loaded, validated state: finding a valid file means loading it, so the
+    caller never loads it a second time (14 GB at paper size).
 
     Commands that use a trained model (evaluate, score, generate, compress, init_from) prefer
     the best; resuming a run always takes the newest.
     """
     path = Path(path)
     if path.is_file():
-        return path
+        return path, load_checkpoint(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint path {path} does not exist")
     directory = path / CHECKPOINT_DIR_NAME if (path / CHECKPOINT_DIR_NAME).is_dir() else path
     manager = CheckpointManager(directory)
-    best = manager.best() if prefer_best else None
-    found = best or manager.latest()
+    found = (manager.best() if prefer_best else None) or manager.latest()
     if found is None:
         raise CheckpointError(f"no valid checkpoint in {directory}")
-    return found[0]
+    return found
+
+
+def resolve_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
+    """The file `find_checkpoint` would load (a file given is returned as it is, unread)."""
+    path = Path(path)
+    return path if path.is_file() else find_checkpoint(path, prefer_best)[0]
 
 
 class CheckpointManager:
@@ -284,7 +269,7 @@ class CheckpointManager:
         """Remove `step-*.pt.tmp` files; they are never complete (the rename did not happen)."""
         if not self.directory.is_dir():
             return
-        for tmp in self.directory.glob("step-*.pt" + _TMP_SUFFIX):
+        for tmp in self.directory.glob("step-*.pt" + TMP_SUFFIX):
             try:
                 tmp.unlink()
                 logger.info("removed incomplete checkpoint %s", tmp)

@@ -25,6 +25,7 @@ from lm1b.training.checkpoint import (
     META_KEY,
     CheckpointError,
     CheckpointManager,
+    find_checkpoint,
     load_checkpoint,
     resolve_checkpoint,
 )
@@ -142,8 +143,7 @@ def load_init_checkpoint(cfg: TrainConfig) -> dict | None:
     fresh run), or None. Raises ConfigError when its model is not the one configured."""
     if cfg.trainer.init_from is None:
         return None
-    path = resolve_checkpoint(cfg.trainer.init_from, prefer_best=True)
-    state = load_checkpoint(path)
+    path, state = find_checkpoint(cfg.trainer.init_from, prefer_best=True)
     theirs = _shape_fields(ModelConfig(**state["config"]["model"]))
     ours = _shape_fields(cfg.model)
     if theirs != ours:
