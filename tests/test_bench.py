@@ -35,6 +35,7 @@ from lm1b.config.bench import (
     resolve_preset,
     validate_bench_config,
 )
+from lm1b.training.hooks import StepHooks
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD_FIELDS = {
@@ -233,15 +234,16 @@ def test_the_breakdown_times_each_phase_and_removes_its_hook():
     def train_step():  # a step whose phases take at least 20, 40 and 10 ms
         for phase, seconds in zip(PHASES, (0.02, 0.04, 0.01), strict=True):
             time.sleep(seconds)
-            candidate.runner.on_phase(phase)
+            candidate.runner.hooks.on_phase(phase)
 
-    candidate = SimpleNamespace(runner=SimpleNamespace(on_phase=None), train_step=train_step)
+    training_hooks = StepHooks()
+    candidate = SimpleNamespace(runner=SimpleNamespace(hooks=training_hooks), train_step=train_step)
     time_phases(candidate, 2, CPU)
     assert list(candidate.phase_seconds) == list(PHASES)
     for phase, least in zip(PHASES, (0.02, 0.04, 0.01), strict=True):
         assert len(candidate.phase_seconds[phase]) == 2
         assert least <= min(candidate.phase_seconds[phase]) < least + 0.5
-    assert candidate.runner.on_phase is None
+    assert candidate.runner.hooks is training_hooks
 
     def failing_step():
         raise RuntimeError("boom")
@@ -249,7 +251,7 @@ def test_the_breakdown_times_each_phase_and_removes_its_hook():
     candidate.train_step = failing_step
     with pytest.raises(RuntimeError, match="boom"):
         time_phases(candidate, 1, CPU)
-    assert candidate.runner.on_phase is None  # the timed passes never see the hook
+    assert candidate.runner.hooks is training_hooks  # the timed passes never see the clock
 
 
 def test_the_copy_ceiling_is_a_bandwidth():

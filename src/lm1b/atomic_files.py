@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -44,6 +45,16 @@ def write_text_atomically(text: str, path: Path) -> None:
 def write_json_atomically(report: dict, path: Path) -> None:
     """`report` as indented JSON at `path`."""
     write_text_atomically(json.dumps(report, indent=2) + "\n", path)
+
+
+def free_space(directory: Path) -> str:
+    """How much the disk holding `directory` has free, for an error message (a full disk
+    makes torch.save fail with an error that does not say so)."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 2**20:,.1f} MiB free on its disk"
 
 
 def _fsync_directory(directory: Path) -> None:

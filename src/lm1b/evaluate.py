@@ -134,7 +134,7 @@ def main(dict_cfg: DictConfig) -> None:
     # ValueError covers ConfigError, VocabularyError and a test set without sentences.
     try:
         _evaluate(dict_cfg)
-    except (ValueError, CheckpointError, FileNotFoundError) as error:
+    except (ValueError, CheckpointError, OSError) as error:  # OSError: missing file, full disk
         logger.error("%s", error)  # in full in the log: torch.load's reasons span many lines
         sys.exit(f"lm1b.evaluate: {str(error).splitlines()[0]}")
 

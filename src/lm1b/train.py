@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from lm1b.config import CONFIG_DIR, ConfigError, register_configs, validate_config
 from lm1b.training.checkpoint import CheckpointError
 from lm1b.training.distributed import init_distributed, shutdown_distributed
+from lm1b.training.loop import TrainingDataError
 from lm1b.training.preemption import PREEMPTED_EXIT_CODE, requeue_slurm_job
 from lm1b.training.run_lock import RunDirectoryInUse, RunDirectoryLock
 from lm1b.training.setup import build_trainer
@@ -102,10 +103,11 @@ def main(dict_cfg: DictConfig) -> None:
         code = _train(dict_cfg)
     except (
         ConfigError,
-        FileNotFoundError,
+        OSError,  # a missing file, a full disk: named in the error
         CheckpointError,
         VocabularyError,
         RunDirectoryInUse,
+        TrainingDataError,
     ) as error:
         logger.error("%s", error)
         sys.exit(f"lm1b.train: {error}")

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from lm1b.config import ConfigError, compose_config
+from lm1b.run_directory import RunDirectoryCheck
 from lm1b.training.distributed import DistContext, init_distributed
 from lm1b.training.setup import build_trainer
 
@@ -42,3 +49,43 @@ def test_a_checkpoint_without_training_state_is_skipped_on_resume(tmp_path, tiny
     cfg = compose_config([*tiny_overrides, "trainer.max_steps=4"])
     resumed = build_trainer(cfg, CPU, tmp_path, {}, config_yaml="")
     assert resumed.counters.step == 4
+
+
+def test_a_run_directory_that_is_a_file_ends_in_one_line(tmp_path, tiny_overrides):
+    """Hydra's mkdir raised FileExistsError with a traceback."""
+    afile = tmp_path / "afile"
+    afile.write_text("a user's file\n")
+    command = [sys.executable, "-m", "lm1b.train", *tiny_overrides, f"hydra.run.dir={afile}"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"lm1b.train: hydra.run.dir={afile} is a file, not a directory: pass a directory "
+        "(new or holding a run)"
+    )
+    assert afile.read_text() == "a user's file\n"
+
+
+def test_a_full_disk_is_named_before_hydra_writes(tmp_path, monkeypatch):
+    """Hydra failed writing .hydra/ with 'OSError: [Errno 28]', naming no file."""
+    full = SimpleNamespace(total=2**30, used=2**30, free=0)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
+    config = OmegaConf.create(
+        {"hydra": {"run": {"dir": str(tmp_path / "new")}, "job": {"name": "evaluate"}}}
+    )
+    with pytest.raises(SystemExit, match=r"^lm1b.evaluate: the disk holding hydra.run.dir=.*new "):
+        RunDirectoryCheck().on_run_start(config=config)
+
+
+def test_a_checkpoint_that_cannot_be_written_says_how_much_disk_is_free(tmp_path, monkeypatch):
+    """torch.save on a full disk fails with 'enforce fail at inline_container.cc'."""
+    from lm1b.training.checkpoint import CheckpointError, CheckpointManager
+
+    def full_disk(payload, file):
+        file.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 164352")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    manager = CheckpointManager(tmp_path / "checkpoints", keep_last=2, run_id="run")
+    with pytest.raises(CheckpointError, match=r"step-000000005.pt \(.* MiB free on its disk\)"):
+        manager.save({"model": {}}, 5)
+    assert list((tmp_path / "checkpoints").iterdir()) == []  # no .tmp left behind

@@ -60,6 +60,10 @@ def test_resume_in_a_new_process_is_bit_identical(tmp_path, tiny_overrides):
     run([*args, "trainer.max_steps=8", f"hydra.run.dir={tmp_path / 'b'}"], tmp_path)
     run([*args, "trainer.max_steps=16", f"hydra.run.dir={tmp_path / 'b'}"], tmp_path)
     assert "resuming from" in (tmp_path / "b" / "train.log").read_text()
+    # .hydra/ keeps the first start's config; the resume's goes to a dated folder inside it.
+    assert "max_steps: 8\n" in (tmp_path / "b" / ".hydra" / "config.yaml").read_text()
+    (later,) = (tmp_path / "b" / ".hydra").glob("*/config.yaml")
+    assert "max_steps: 16\n" in later.read_text()
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
     assert_same_state(final_state(tmp_path / "a", 16), final_state(tmp_path / "b", 16))
 

@@ -26,6 +26,7 @@ from lm1b.plan import train_flops_per_word
 from lm1b.summary import count_parameters
 from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
+from lm1b.training.hooks import FaultInjection
 from lm1b.training.optim import Optimizers
 from lm1b.training.step import StepRunner
 
@@ -138,7 +139,9 @@ def build_candidate(name: str, cfg: TrainConfig, device: torch.device, seed: int
     if cfg.optim.ema_decay:
         ema = ExponentialMovingAverage(list(model.rnn.parameters()), cfg.optim.ema_decay)
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
-    runner = StepRunner(model, optimizers, ema, cfg, ctx)
+    runner = StepRunner(
+        model, optimizers, ema, cfg, ctx, FaultInjection.from_config(cfg.testing, 0)
+    )
     flops = train_flops_per_word(model, cfg.model.num_sampled)
     batches = random_batches(cfg, device)
     if device.type == "cuda":

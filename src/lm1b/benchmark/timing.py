@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from lm1b.benchmark.candidates import Candidate
+from lm1b.training.hooks import StepHooks
 
 CEILING_SIZE = {"cuda": 8192, "cpu": 1024}  # square matmul side: large enough to be compute-bound
 # Bytes of each of the copy's two buffers: far beyond any cache, so the copy streams memory.
@@ -27,7 +28,7 @@ COPY_BYTES = {"cuda": 2**30, "cpu": 64 * 2**20}
 # The first step allocates and compiles; the second captures the CUDA graphs (the carried LSTM
 # state only takes its steady dtype after the first step: lm1b.models.graphs).
 WARMUP_STEPS = 2
-PHASES = ("forward", "backward", "optimizer")  # StepRunner.on_phase's names, in step order
+PHASES = ("forward", "backward", "optimizer")  # StepHooks.on_phase's names, in step order
 BREAKDOWN_STEPS = 3  # steps of each variant's breakdown (median per phase)
 
 
@@ -76,12 +77,14 @@ def time_candidate(candidate: Candidate, num_steps: int, device: torch.device) -
         candidate.transient_bytes.append(torch.cuda.max_memory_allocated(device) - resident)
 
 
-class PhaseClock:
-    """StepRunner.on_phase for the breakdown: synchronises the device as each phase ends, so a
-    phase's time is its own work, not just the time to queue it."""
+class PhaseClock(StepHooks):
+    """Step hooks for the breakdown: synchronise the device as each phase ends, so a phase's
+    time is its own work, not just the time to queue it. The loss still passes through the
+    candidate's own hooks (a benchmark may inject faults)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, inner: StepHooks) -> None:
         self.device = device
+        self.inner = inner
         self.seconds: dict[str, list[float]] = {phase: [] for phase in PHASES}
         self.mark = 0.0
 
@@ -89,7 +92,10 @@ class PhaseClock:
         synchronize(self.device)
         self.mark = time.perf_counter()
 
-    def __call__(self, phase: str) -> None:
+    def loss(self, loss: torch.Tensor, step: int) -> torch.Tensor:
+        return self.inner.loss(loss, step)
+
+    def on_phase(self, phase: str) -> None:
         synchronize(self.device)
         now = time.perf_counter()
         self.seconds[phase].append(now - self.mark)
@@ -99,14 +105,14 @@ class PhaseClock:
 def time_phases(candidate: Candidate, num_steps: int, device: torch.device) -> None:
     """Seconds of each phase in `num_steps` further steps, into candidate.phase_seconds. The
     hook is removed afterwards: the timed passes must run without its synchronisations."""
-    clock = PhaseClock(device)
-    candidate.runner.on_phase = clock
+    hooks = candidate.runner.hooks
+    clock = candidate.runner.hooks = PhaseClock(device, hooks)
     try:
         for _ in range(num_steps):
             clock.start()
             candidate.train_step()
     finally:
-        candidate.runner.on_phase = None
+        candidate.runner.hooks = hooks
     candidate.phase_seconds = clock.seconds
 
 

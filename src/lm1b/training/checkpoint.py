@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from lm1b.atomic_files import TMP_SUFFIX, replace_atomically
+from lm1b.atomic_files import TMP_SUFFIX, free_space, replace_atomically
 from lm1b.config.checks import require
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,9 @@ def _write_atomically(payload: dict, final: Path) -> None:
     try:
         replace_atomically(final, lambda file: torch.save(payload, file))
     except Exception as exc:
-        raise CheckpointError(f"could not write checkpoint {final}: {exc}") from exc
+        raise CheckpointError(
+            f"could not write checkpoint {final} ({free_space(final.parent)}): {exc}"
+        ) from exc
 
 
 def _meta(step: int, run_id: str | None) -> dict:

@@ -2,17 +2,19 @@
 
 Every decision that must be the same on all ranks is either a pure function of the step
 (logging, validation, step-based checkpoints, max_steps) or a vote reduced with MAX in the
-step's single all-reduce (a signal, the wall-clock budget, a time-based checkpoint).
+step's single all-reduce (a signal, the wall-clock budget, a time-based checkpoint, a rank
+that could not read its training data).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -21,12 +23,14 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from lm1b.config import TrainConfig
+from lm1b.data.batch import Batch
 from lm1b.data.eval_stream import EvalStream
 from lm1b.data.train_loader import TrainLoader
 from lm1b.inference import evaluate_stream
 from lm1b.training.checkpoint import CheckpointManager
 from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
+from lm1b.training.hooks import StepHooks
 from lm1b.training.metrics import MetricsWriter, StepWindow
 from lm1b.training.optim import Optimizers
 from lm1b.training.preemption import PreemptionHandler
@@ -35,8 +39,20 @@ from lm1b.training.step import StepRunner
 
 logger = logging.getLogger(__name__)
 
-# Indices of the loop's votes in the step's all-reduce.
-_SIGNAL, _OUT_OF_TIME, _CHECKPOINT_DUE = range(3)
+
+class Votes(NamedTuple):
+    """What a rank says after each step, reduced with MAX over ranks in the step's all-reduce
+    (floats: they travel in one float32 tensor with the step's non-finite flag)."""
+
+    signal: float  # 1: SIGTERM, SIGINT or SIGUSR1 arrived
+    out_of_time: float  # 1: trainer.max_time is spent
+    checkpoint_due: float  # 1: trainer.checkpoint_every_minutes have passed since the last
+    data_error: float  # rank + 1 of a rank that could not read its training data, else 0
+
+
+class TrainingDataError(RuntimeError):
+    """A rank could not read its training data (a shard vanished or turned unreadable); every
+    rank raises it after the same step, with the last checkpoint intact."""
 
 
 @dataclass
@@ -69,6 +85,7 @@ class Trainer:
         checkpoints: CheckpointManager,
         metrics: MetricsWriter | None,
         static_state: dict,
+        hooks: StepHooks | None = None,
     ) -> None:
         self.cfg, self.ctx, self.model = cfg, ctx, model
         self.loader, self.valid = loader, valid
@@ -81,13 +98,15 @@ class Trainer:
             if cfg.optim.ema_decay
             else None
         )
-        self.steps = StepRunner(model, self.optimizers, self.ema, cfg, ctx)
+        self.hooks = hooks or StepHooks()
+        self.steps = StepRunner(model, self.optimizers, self.ema, cfg, ctx, self.hooks)
         self.counters = Counters()
         self.requeue = False  # set when a SIGUSR1 stopped the run: the job should be requeued
         self._last_validation = self._last_checkpoint = -1  # steps of the latest of each
         self.tokens_per_step = cfg.data.batch_size * cfg.data.num_steps  # all ranks together
         self._bar: tqdm | None = None
         self._bar_fields: dict[str, str] = {}  # what the progress bar shows after the counts
+        self._data_error: str | None = None  # why this rank could not read its next batch
 
     # ---- checkpoint state ------------------------------------------------------------------
 
@@ -191,18 +210,24 @@ class Trainer:
         self._last_checkpoint_time = time.monotonic()
         while trainer_cfg.max_steps is None or self.counters.step < trainer_cfg.max_steps:
             started = time.perf_counter()
-            batch = next(batches).to(self.ctx.device, non_blocking=True)
+            batch = self._next_batch(batches)
             window.data_seconds += time.perf_counter() - started
-            result = self.steps.run(batch, self.counters.step + 1, self._votes())
+            step_votes = self._votes()
+            result = self.steps.run(
+                batch, self.counters.step + 1, step_votes, usable=not step_votes.data_error
+            )
+            votes = Votes(*result.votes)
+            if votes.data_error:
+                self._stop_on_data_error(int(votes.data_error) - 1)
             self._count(result, window, started)
             bar.update(1)
             self._log(window)
-            if result.votes[_SIGNAL]:
+            if votes.signal:
                 self._agree_on_signal()
                 return "signal"
-            self._validate_and_checkpoint_if_due(result.votes[_CHECKPOINT_DUE])
-            self._run_test_hooks()
-            if result.votes[_OUT_OF_TIME]:
+            self._validate_and_checkpoint_if_due(votes.checkpoint_due)
+            self.hooks.after_step(self)
+            if votes.out_of_time:
                 return "max_time"
             if self._out_of_patience():
                 return "patience"
@@ -214,15 +239,43 @@ class Trainer:
         patience = self.cfg.trainer.patience
         return bool(patience) and self.counters.validations_since_best >= patience
 
-    def _votes(self) -> list[float]:
-        """This rank's view of the signal, the time budget and the checkpoint timer."""
+    def _votes(self) -> Votes:
+        """This rank's view of the signal, the time budget, the checkpoint timer and its data."""
         budget = self.cfg.trainer.max_time
         since_checkpoint = time.monotonic() - self._last_checkpoint_time
-        return [
-            float(self._preemption.requested()),
-            float(budget is not None and self.counters.train_seconds >= budget),
-            float(since_checkpoint >= 60 * self.cfg.trainer.checkpoint_every_minutes),
-        ]
+        return Votes(
+            signal=float(self._preemption.requested()),
+            out_of_time=float(budget is not None and self.counters.train_seconds >= budget),
+            checkpoint_due=float(
+                since_checkpoint >= 60 * self.cfg.trainer.checkpoint_every_minutes
+            ),
+            data_error=0.0 if self._data_error is None else float(self.ctx.rank + 1),
+        )
+
+    def _next_batch(self, batches: Iterator[Batch]) -> Batch:
+        """The next batch on the device. If this rank cannot read its data, the error is kept
+        for the vote and a batch of zeros stands in, so that this rank still joins the step's
+        collectives: the other ranks would otherwise wait in them until the process group's
+        timeout. (The stand-in step is skipped on every rank.)"""
+        try:
+            return next(batches).to(self.ctx.device, non_blocking=True)
+        except OSError as error:
+            # A loader worker's error arrives with the worker's traceback: keep its last line.
+            self._data_error = str(error).strip().splitlines()[-1]
+            logger.error("rank %d could not read its training data: %s", self.ctx.rank, error)
+            shape = (self.cfg.data.batch_size // self.ctx.world_size, self.cfg.data.num_steps)
+            zeros = torch.zeros(shape, dtype=torch.int64, device=self.ctx.device)
+            return Batch(zeros, zeros)
+
+    def _stop_on_data_error(self, failed_rank: int) -> None:
+        """Every rank stops after the step in which a rank could not read its data, without
+        saving: the newest checkpoint on disk is the last good state to resume from."""
+        what = self._data_error if failed_rank == self.ctx.rank else "see its log"
+        raise TrainingDataError(
+            f"rank {failed_rank} could not read its training data ({what}); every rank stopped "
+            f"after step {self.counters.step} without saving: fix the data and run the same "
+            "command again to resume from the newest checkpoint"
+        )
 
     def _agree_on_signal(self) -> None:
         """Every rank learns which signal stopped the run (SIGUSR1 anywhere means requeue)."""
@@ -239,18 +292,6 @@ class Trainer:
         if (every and step % every == 0) or checkpoint_timer_expired:
             self.save_checkpoint()
             self._last_checkpoint_time = time.monotonic()
-
-    def _run_test_hooks(self) -> None:
-        testing = self.cfg.testing
-        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
-        if testing.crash_at_step == self.counters.step and first_attempt:
-            raise RuntimeError(
-                f"injected crash after step {self.counters.step} (testing.crash_at_step)"
-            )
-        if testing.check_replicas:
-            self._check_replicas()
-        if testing.sleep_per_step:
-            time.sleep(testing.sleep_per_step)
 
     def _count(self, result, window: StepWindow, started: float) -> None:
         counters = self.counters
@@ -333,13 +374,6 @@ class Trainer:
                 counters.step, {"val/ppl": ppl, "val/best_ppl": counters.best_val_ppl}
             )
             self.metrics.flush()
-
-    def _check_replicas(self) -> None:
-        """Every rank must hold bitwise the same weights (a test aid: one gather per step)."""
-        digest = [float(p.detach().double().sum()) for p in self.model.parameters()]
-        digests = self.ctx.all_gather_object(digest)
-        if any(d != digests[0] for d in digests):
-            raise RuntimeError(f"step {self.counters.step}: weights differ between ranks")
 
     def _progress_bar(self):
         enabled = self.ctx.is_main and self.cfg.logger.progress_bar

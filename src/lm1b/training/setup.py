@@ -30,6 +30,7 @@ from lm1b.training.checkpoint import (
     resolve_checkpoint,
 )
 from lm1b.training.distributed import DistContext, wrap_lstm_stack
+from lm1b.training.hooks import FaultInjection
 from lm1b.training.loop import Trainer
 from lm1b.training.metrics import METRICS_FILE, MetricsWriter
 
@@ -238,7 +239,8 @@ def build_trainer(
         if resume_step == 0:
             metrics.write_hparams(_hparams(cfg, model), config_yaml)
     static_state = {"config": config_container, "tokenizer": tokenizer_state(tokenizer)}
-    trainer = Trainer(cfg, ctx, model, loader, valid, checkpoints, metrics, static_state)
+    hooks = FaultInjection.from_config(cfg.testing, ctx.rank)
+    trainer = Trainer(cfg, ctx, model, loader, valid, checkpoints, metrics, static_state, hooks)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
     else:

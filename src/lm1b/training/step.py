@@ -17,7 +17,7 @@ exchanged in sizes fixed by the batch (lm1b.training.sparse_sync).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -30,6 +30,7 @@ from lm1b.data.batch import Batch
 from lm1b.models.sampler import CandidateSample
 from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
+from lm1b.training.hooks import StepHooks
 from lm1b.training.optim import Optimizers, lstm_parameters, table_parameters
 from lm1b.training.sparse_sync import average_sparse_gradient
 
@@ -41,7 +42,7 @@ class StepResult:
     loss: float  # this rank's mean training loss (sampled softmax, or full with num_sampled 0)
     grad_norm: float  # global norm of the LSTM gradients before clipping
     skipped: bool  # some rank saw a non-finite loss or gradient (or a short sample set)
-    votes: list[float]  # the loop's votes, each the maximum over ranks
+    votes: tuple[float, ...]  # the loop's votes, each the maximum over ranks
 
 
 class StepRunner:
@@ -54,6 +55,7 @@ class StepRunner:
         ema: ExponentialMovingAverage | None,
         cfg: TrainConfig,
         ctx: DistContext,
+        hooks: StepHooks | None = None,
     ) -> None:
         self.model = model
         self.optimizers = optimizers
@@ -67,13 +69,8 @@ class StepRunner:
         # Seeded from (seed, step) on every rank: one sample set for all, and nothing to save.
         self.sample_generator = torch.Generator(device=ctx.device)
         self.lstm_state: State | None = None
-        # Called with "forward", "backward" and "optimizer" as each phase is queued (the
-        # benchmark's step-time breakdown synchronises the device there); None in training.
-        self.on_phase: Callable[[str], None] | None = None
-
-    def _mark(self, phase: str) -> None:
-        if self.on_phase is not None:
-            self.on_phase(phase)
+        # Fault injection (tests) and phase marks (the benchmark's step-time breakdown).
+        self.hooks = hooks or StepHooks()
 
     def _autocast(self):
         if self.cfg.trainer.precision != "bf16":
@@ -99,18 +96,12 @@ class StepRunner:
         with self._autocast():
             out = self.model(batch.inputs, batch.targets, self.lstm_state, sample=sample)
         self.lstm_state = tuple(s.detach() for s in out.state)
-        loss = self._inject_nan(out.loss, step)
-        self._mark("forward")
+        loss = self.hooks.loss(out.loss, step)
+        self.hooks.on_phase("forward")
         scale = self.cfg.data.num_steps if self.cfg.optim.scale_loss_by_num_steps else 1
         (loss * scale).backward()
-        self._mark("backward")
+        self.hooks.on_phase("backward")
         return loss.detach(), sample
-
-    def _inject_nan(self, loss: torch.Tensor, step: int) -> torch.Tensor:
-        testing = self.cfg.testing
-        hit = testing.nan_every_step or testing.nan_at_step == step
-        on_rank = testing.nan_on_rank is None or testing.nan_on_rank == self.ctx.rank
-        return loss * float("nan") if hit and on_rank else loss
 
     def _sync_tables(self, num_sampled: int) -> torch.Tensor:
         """Average the tables' gradients over ranks; a device bool: all of them are finite.
@@ -137,14 +128,17 @@ class StepRunner:
                 grad.mul_(self.rows_per_rank)  # f-lm multiplied by the per-GPU batch size
         return finite
 
-    def run(self, batch: Batch, step: int, votes: list[float]) -> StepResult:
+    def run(
+        self, batch: Batch, step: int, votes: Sequence[float], *, usable: bool = True
+    ) -> StepResult:
         """Take step number `step` (1-based) on `batch`; `votes` are reduced with MAX across
-        ranks in the same collective as the non-finite flag."""
+        ranks in the same collective as the non-finite flag. `usable=False` (a stand-in batch:
+        this rank could not read its data) makes every rank skip the step."""
         loss, sample = self._forward_backward(batch, step)
         tables_finite = self._sync_tables(0 if sample is None else sample.ids.numel())
         max_norm = self.cfg.optim.max_grad_norm or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.lstm_params, max_norm)
-        valid = tables_finite & torch.isfinite(loss) & torch.isfinite(grad_norm)
+        valid = tables_finite & torch.isfinite(loss) & torch.isfinite(grad_norm) & usable
         if sample is not None:
             # A sample set short of S ids (probability < 1e-12, lm1b.models.sampler) is skipped.
             valid = valid & sample.complete
@@ -161,7 +155,8 @@ class StepRunner:
         self.optimizers.step_device_flagged(flags[0] == 0)
         # The step's one host sync: the reduced flags with this rank's loss and norm.
         read = torch.cat([flags, loss.float().view(1), grad_norm.float().view(1)]).tolist()
-        skipped, reduced_votes, loss_value, norm_value = bool(read[0]), read[1:-2], *read[-2:]
+        skipped, reduced_votes = bool(read[0]), tuple(read[1:-2])
+        loss_value, norm_value = read[-2:]
         if skipped:
             # A NaN forward may have poisoned the carried state: restart the rows from zeros.
             self.lstm_state = None
@@ -170,5 +165,5 @@ class StepRunner:
             if self.ema is not None:
                 self.ema.update()
         self.optimizers.zero_grad()
-        self._mark("optimizer")
+        self.hooks.on_phase("optimizer")
         return StepResult(loss_value, norm_value, skipped, reduced_votes)
