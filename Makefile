@@ -90,7 +90,7 @@ table: $(STAMP) ## the paper's table on the shared sample: make table BUDGET=600
 	$(PY) -m lm1b.table budget_seconds=$(BUDGET) $(ARGS)
 
 data: $(STAMP) ## download, verify and prepare the full LM1B corpus under data/lm1b
-	$(PY) -m lm1b.data.download $(ARGS)
+	$(PY) -m lm1b.download $(ARGS)
 
 summary: $(STAMP) ## parameter counts of a variant: make summary CONFIG=glstm_k8
 	$(PY) -m lm1b.summary experiment=$(CONFIG) $(ARGS)

@@ -20,13 +20,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import lm1b.bench
 import lm1b.benchmark.session
+import lm1b.commands.bench
 from lm1b.atomic_files import write_json_atomically
-from lm1b.bench import format_report, run_benchmark
 from lm1b.benchmark.candidates import compose_variant_config
 from lm1b.benchmark.report import baseline_seconds, ratio_to_baseline
 from lm1b.benchmark.timing import PHASES, measure_copy_bandwidth, time_phases
+from lm1b.commands.bench import format_report, run_benchmark
 from lm1b.config import ConfigError
 from lm1b.config.bench import (
     PRESETS,
@@ -175,7 +175,7 @@ def test_bench_json_is_rewritten_after_every_stage_and_complete_only_at_the_end(
 
 
 def test_a_failing_variant_is_recorded_freed_and_the_others_go_on(monkeypatch):
-    build = lm1b.bench.build_candidate
+    build = lm1b.commands.bench.build_candidate
     failed_refs = []
 
     def flaky_build(name, cfg, device, seed):
@@ -214,7 +214,7 @@ def test_a_failing_variant_is_recorded_freed_and_the_others_go_on(monkeypatch):
 
 
 def test_a_ceiling_without_memory_left_is_skipped_and_the_variants_still_timed(monkeypatch):
-    measure = lm1b.bench.measure_copy_bandwidth
+    measure = lm1b.commands.bench.measure_copy_bandwidth
     calls = []
 
     def copy_then_out_of_memory(device, seconds):

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 
-from lm1b.compress import CompressConfig, compress, main, write_compressed
+from lm1b.commands.compress import CompressConfig, compress, main, write_compressed
 from lm1b.config import ConfigError, compose_config
 from lm1b.config.model import ModelConfig
 from lm1b.inference import load_trained_model

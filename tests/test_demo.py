@@ -40,7 +40,7 @@ def test_demo_trains_evaluates_and_reports_from_eval_json(tmp_path):
 
 
 def test_on_the_sample_the_demo_reports_kneser_ney_beside_its_own_perplexity(tmp_path, capsys):
-    from lm1b.demo import _report
+    from lm1b.commands.demo import _report
 
     for perplexity, verdict in ((160.0, "is better than"), (190.0, "is NOT better than")):
         _report(tmp_path, "the real LM1B sample in X", {"perplexity": perplexity, "num_tokens": 9})

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from lm1b.commands.evaluate import evaluate_checkpoint, read_config
 from lm1b.config import CONFIG_DIR, ConfigError
-from lm1b.evaluate import evaluate_checkpoint, read_config
-from lm1b.inference import evaluate_stream, load_trained_model
+from lm1b.evaluation import evaluate_stream
+from lm1b.inference import load_trained_model
 from lm1b.training.checkpoint import CheckpointError
 from test_inference import HELDOUT, independent_counts, stream_of
 from trained_checkpoint import train_tiny_run

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from lm1b.generate import GenerateConfig, filter_logits, main, next_token_logits, sample
+from lm1b.commands.generate import GenerateConfig, filter_logits, main, next_token_logits, sample
 from lm1b.inference import load_trained_model
 from trained_checkpoint import train_tiny
 

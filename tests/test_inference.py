@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from lm1b.data.eval_stream import EvalStream
-from lm1b.inference import evaluate_stream, load_trained_model
+from lm1b.evaluation import evaluate_stream
+from lm1b.inference import load_trained_model
 from lm1b.vocab import SPECIALS
 
 HELDOUT = "heldout-monolingual.tokenized.shuffled"

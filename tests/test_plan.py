@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from lm1b.commands.plan import PlanConfig, default_ranks, main, make_plan
 from lm1b.config import ConfigError
 from lm1b.config.compose import compose_schema
-from lm1b.plan import PlanConfig, default_ranks, main, make_plan
 
 PAPER = {  # name -> (RNN params, GFLOP/token forward + backward rounded as in PERFORMANCE.md)
     "biglstm": (151_060_480, 0.96),

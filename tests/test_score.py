@@ -10,10 +10,11 @@ import sys
 import pytest
 import torch
 
+from lm1b.commands.score import ScoreConfig, main, numbered_lines, run, score_lines
 from lm1b.data.eval_stream import EvalStream
 from lm1b.data.synthetic import HELDOUT_DIR
-from lm1b.inference import evaluate_stream, load_trained_model
-from lm1b.score import ScoreConfig, main, numbered_lines, run, score_lines
+from lm1b.evaluation import evaluate_stream
+from lm1b.inference import load_trained_model
 from trained_checkpoint import train_tiny
 
 EXTRA = ["w1 zzz-unknown w2 w3", "", "w5"]  # an unknown word, a blank line, a one-word sentence

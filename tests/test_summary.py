@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from lm1b.commands.summary import summarize
 from lm1b.config import compose_config
-from lm1b.summary import summarize
 
 # REFERENCE.md, "Parameter counts at paper size": gate weights + gate biases + projections.
 RNN_PARAMETERS = {

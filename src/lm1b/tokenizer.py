@@ -21,6 +21,7 @@ import torch
 
 from lm1b.config.checks import ConfigError
 from lm1b.config.data import DataConfig
+from lm1b.config.schema import TrainConfig
 from lm1b.data.text import read_sentences
 from lm1b.vocab import Vocabulary, build_vocabulary
 
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 
 class Tokenizer(Protocol):
+    """What training, evaluation and the commands need of a tokenizer (WordTokenizer and
+    SentencePieceTokenizer below): the data streams use the ids and `encode`, the commands
+    `vocab_size` and `decode` too."""
+
     vocab_size: int
     bos_id: int
     eos_id: int
@@ -171,3 +176,18 @@ def tokenizer_from_state(state: dict) -> Tokenizer:
     if state["kind"] == "sentencepiece":
         return SentencePieceTokenizer(model_proto=state["model"].numpy().tobytes())
     return WordTokenizer(Vocabulary(state["words"], state["counts"]))
+
+
+def resolve_vocab_size(cfg: TrainConfig) -> int:
+    """`model.vocab_size`, or the size of the configured vocabulary file / sentencepiece model."""
+    if cfg.model.vocab_size is not None:
+        return cfg.model.vocab_size
+    if cfg.data.tokenizer == "sentencepiece" and cfg.data.spm_model:
+        return SentencePieceTokenizer(cfg.data.spm_model).vocab_size
+    path = Path(cfg.data.vocab_file or "")
+    if not cfg.data.vocab_file or not path.is_file():
+        raise ConfigError(
+            f"model.vocab_size=None is taken from data.vocab_file={cfg.data.vocab_file!r}, which "
+            "does not exist yet; set model.vocab_size=<V> or build the vocabulary first"
+        )
+    return len(Vocabulary.load(path))

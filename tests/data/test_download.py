@@ -1,4 +1,4 @@
-"""End-to-end tests of `python -m lm1b.data.download`, fully offline.
+"""End-to-end tests of `python -m lm1b.download`, fully offline.
 
 A small synthetic release (three shards) is built in tmp_path, packed as a tarball and served by
 a local HTTP server on 127.0.0.1; the expected-MD5 table is injected with `--md5-file`.
@@ -19,8 +19,8 @@ import pytest
 import lm1b.data.archive
 from lm1b.data import download as cli
 from lm1b.data import verify
-from lm1b.data.download import TREE_NAME
 from lm1b.data.fetch import download
+from lm1b.download import TREE_NAME
 
 TARBALL = f"{TREE_NAME}.tar.gz"
 SHARDS = {

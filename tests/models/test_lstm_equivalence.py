@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lm1b.config.model import ModelConfig
-from lm1b.models.gates import GATE_F, GATE_I, GATE_J, GATE_O
+from lm1b.models.gates import GATE_F, GATE_I, GATE_J, GATE_O, GateMap
 from lm1b.models.lstm_stack import build_lstm_stack
 
 P, N, STEPS, BATCH = 8, 16, 5, 3
@@ -169,6 +169,7 @@ VARIANTS = [
 @pytest.mark.parametrize(("model_type", "fields"), VARIANTS)
 def test_fast_path_equals_plain_loop(model_type, fields):
     stack = make_stack(model_type, **fields)
+    assert all(isinstance(layer.gates, GateMap) for layer in stack.layers)
     x, state = random_inputs()
     params = list(stack.parameters())
     fast_out, fast_grads = run_with_grads(stack.forward, x, state, params)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lm1b.commands.run_directory import RunDirectoryCheck
 from lm1b.config import ConfigError, compose_config
-from lm1b.run_directory import RunDirectoryCheck
 from lm1b.training.distributed import DistContext, init_distributed
 from lm1b.training.setup import build_trainer
 

@@ -18,7 +18,7 @@ from wait_audit import WaitAudit, paused
 from lm1b.config import compose_config
 from lm1b.data.batch import Batch
 from lm1b.models.language_model import build_language_model
-from lm1b.training.distributed import DistContext, wrap_lstm_stack
+from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
 from lm1b.training.optim import Optimizers
 from lm1b.training.step import StepRunner
@@ -26,7 +26,7 @@ from lm1b.training.step import StepRunner
 VOCAB, ROWS, STEPS = 64, 4, 3
 
 
-def _config(optim: str):
+def _config(optim: str, bf16_grads: bool = False):
     return compose_config(
         [
             "experiment=tiny",
@@ -36,6 +36,7 @@ def _config(optim: str):
             f"data.batch_size={ROWS}",
             # f-lm scaled embedding gradients by the per-GPU batch, which differs by topology.
             "optim.scale_embedding_grad_by_batch=false",
+            f"trainer.ddp_bf16_grads={bf16_grads}",
         ]
     )
 
@@ -56,12 +57,10 @@ def _train(
     """STEPS steps of this rank's share of the global batches; the final weights. With
     `audit`, the steps after the first run under it (the dense optimizer's step left out:
     see tests/training/test_host_syncs.py)."""
-    cfg = _config(optim)
+    cfg = _config(optim, bf16_grads)
     torch.manual_seed(cfg.seed)
     model = build_language_model(cfg.model)
     ctx = DistContext(rank, world_size, 0, torch.device("cpu"))
-    if world_size > 1:
-        wrap_lstm_stack(model, ctx, bf16_grads)
     optimizers = Optimizers(model, cfg.optim)
     ema = ExponentialMovingAverage(list(model.rnn.parameters()), 0.999)
     runner = StepRunner(model, optimizers, ema, cfg, ctx)
@@ -73,7 +72,7 @@ def _train(
         with audit if audit is not None and step > 1 else contextlib.nullcontext():
             result = runner.run(Batch(batch.inputs[rows], batch.targets[rows]), step, [0.0])
         assert not result.skipped
-    state = {k.replace("rnn.module.", "rnn."): v.clone() for k, v in model.state_dict().items()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
     state["ema"] = torch.cat([s.flatten() for s in ema.shadow])
     return state
 

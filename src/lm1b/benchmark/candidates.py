@@ -21,9 +21,8 @@ from lm1b.config import ConfigError, TrainConfig, compose_config
 from lm1b.config.bench import Preset
 from lm1b.data.batch import Batch
 from lm1b.models.acceleration import enable_fast_paths
+from lm1b.models.counts import count_parameters, train_flops_per_word
 from lm1b.models.language_model import LanguageModel, build_language_model
-from lm1b.plan import train_flops_per_word
-from lm1b.summary import count_parameters
 from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
 from lm1b.training.hooks import FaultInjection

@@ -20,10 +20,10 @@ import torch
 
 from lm1b.benchmark.candidates import variant_overrides
 from lm1b.config import ConfigError, TrainConfig, compose_config
+from lm1b.config.evaluate import EVAL_FILE
 from lm1b.config.table import TableConfig
-from lm1b.evaluate import EVAL_FILE
+from lm1b.models.counts import count_parameters
 from lm1b.models.language_model import build_language_model
-from lm1b.summary import count_parameters
 from lm1b.training.checkpoint import find_checkpoint
 
 logger = logging.getLogger(__name__)

@@ -16,6 +16,8 @@ from omegaconf import MISSING
 from lm1b.config.checks import ConfigError, require
 from lm1b.config.trainer import DEVICES
 
+EVAL_FILE = "eval.json"  # the report `lm1b.evaluate` writes in its run directory
+
 # The standard LM1B test set: this one heldout shard, relative to the corpus root.
 STANDARD_TEST_FILES = "heldout-monolingual.tokenized.shuffled/news.en.heldout-00000-of-00050"
 

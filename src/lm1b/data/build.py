@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lm1b.config.data import DataConfig
-from lm1b.data.encode import Tokenizer
 from lm1b.data.eval_stream import EvalStream
 from lm1b.data.files import resolve_files
 from lm1b.data.train_loader import TrainLoader
+from lm1b.tokenizer import Tokenizer
 
 SPLITS = ("train", "valid", "test")
 

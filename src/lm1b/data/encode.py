@@ -5,25 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
+from lm1b.tokenizer import Tokenizer
 from lm1b.vocab import Vocabulary
 
 _FLUSH_IDS = 1 << 20  # convert the Python id list to numpy every ~1M ids (bounded memory)
 _CHUNK_LINES = 1 << 14  # lines encoded per call on the word-level path
-
-
-class Tokenizer(Protocol):
-    """What the data streams need of `lm1b.tokenizer.WordTokenizer` / `SentencePieceTokenizer`
-    (a `lm1b.vocab.Vocabulary` also qualifies)."""
-
-    bos_id: int
-    eos_id: int
-    unk_id: int
-
-    def encode(self, words: Sequence[str]) -> list[int]: ...
 
 
 @dataclass

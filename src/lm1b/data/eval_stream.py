@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from lm1b.data.batch import Batch
-from lm1b.data.encode import SentenceBuffer, Tokenizer, encode_lines
+from lm1b.data.encode import SentenceBuffer, encode_lines
 from lm1b.data.text import read_shard
+from lm1b.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

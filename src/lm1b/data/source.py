@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lm1b.data.encode import SentenceBuffer, Tokenizer, encode_lines
+from lm1b.data.encode import SentenceBuffer, encode_lines
 from lm1b.data.partition import Share, consumer_shares, line_order, shares_per_epoch
 from lm1b.data.text import read_shard
+from lm1b.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 

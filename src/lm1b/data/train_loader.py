@@ -31,9 +31,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lm1b.data.batch import Batch
-from lm1b.data.encode import Tokenizer
 from lm1b.data.rows import RowStream
 from lm1b.data.source import SentenceSource
+from lm1b.tokenizer import Tokenizer
 
 
 class TrainLoader:

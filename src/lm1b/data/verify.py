@@ -21,7 +21,7 @@ BUNDLED_MD5SUMS = "lm1b_md5sums.txt"
 CHUNK_SIZE = 1 << 20
 # `md5sum` output: digest, a space, then ' ' (text mode) or '*' (binary mode), then the path.
 _MD5SUM_LINE = re.compile(r"([0-9a-fA-F]{32}) [ *](.+)")
-_MARKER_HEADER = "# verified by lm1b.data.download: md5 size mtime_ns path"
+_MARKER_HEADER = "# verified by lm1b.download: md5 size mtime_ns path"
 
 
 class ChecksumListError(ValueError):

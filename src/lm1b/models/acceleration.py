@@ -35,7 +35,7 @@ def enable_fast_paths(model: nn.Module, cfg: TrainerConfig, device: torch.device
 def fast_path_status(model: nn.Module) -> dict:
     """Which fast paths are engaged now: graphs captured, the cell still compiled (either may
     have fallen back to eager, with a warning, after `enable_fast_paths` switched it on)."""
-    stack = getattr(model.rnn, "module", model.rnn)  # inside DDP when distributed
+    stack = model.rnn
     if not isinstance(stack, LSTMPStack):
         return {"cuda_graphs": False, "fused_cell": False}
     return {

@@ -21,12 +21,53 @@ own fans - per group for G-LSTM, [x, h] -> 4n/k, and W1, W2 separately for F-LST
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 # Gate slots along the "4" axis, in the original (TensorFlow) order.
 GATE_I, GATE_J, GATE_F, GATE_O = range(4)
+
+
+@runtime_checkable
+class GateMap(Protocol):
+    """The contract between a layer's gates and the recurrence (GroupedGates and
+    FactorizedGates implement it). `plain_gates` is the definition, used by the plain LSTMP
+    loop (`recurrence.run_plain`); the other methods are the same map split for the fused
+    path (`recurrence.LSTMPRecurrence`), and the equivalence tests hold them equal.
+    Shapes: G groups, w = 4n/G gate columns per group, T steps, B rows."""
+
+    num_groups: int  # G: 1 for BIGLSTM and F-LSTM
+
+    def plain_gates(self, x_t: Tensor, h: Tensor) -> Tensor:
+        """One step's natural (B, 4n) [i | j | f | o] from x_t (B, p) and h (B, p)."""
+        ...
+
+    def input_side(self, x: Tensor) -> Tensor:
+        """Every step's input half plus biases: x (T, B, p) -> (G, T, B, w)."""
+        ...
+
+    def recurrent_weights(self) -> tuple[Tensor, ...]:
+        """The tensors `step` reads (the recurrence returns their gradients)."""
+        ...
+
+    def step(self, pre_t: Tensor, h: Tensor, weights: tuple[Tensor, ...]) -> tuple[Tensor, Any]:
+        """Gates of one step, (G, B, w), from pre_t (G, B, w) and h (B, p); plus whatever
+        `weight_grads` needs saved from the step (or None)."""
+        ...
+
+    def step_backward(
+        self, d_gates_t: Tensor, weights: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Tensor | None]:
+        """Gradients of h_{t-1} (B, p) and of pre_t (None: pre_t's is d_gates_t itself)."""
+        ...
+
+    def weight_grads(
+        self, d_gates: Tensor, d_pre: Tensor, h_prev: Tensor, saved: list
+    ) -> tuple[Tensor, ...]:
+        """The window's gradients of `recurrent_weights()`, in one batched product each."""
+        ...
 
 
 def glorot_uniform_(weight: Tensor, fan_in: int, fan_out: int) -> Tensor:

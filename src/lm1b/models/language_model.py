@@ -76,16 +76,19 @@ class LanguageModel(nn.Module):
         mask: Tensor | None = None,
         generator: torch.Generator | None = None,
         sample: CandidateSample | None = None,
+        rnn: nn.Module | None = None,
     ) -> LMOutput:
         """One window: (B, T) ids in, the loss of predicting (B, T) targets out. In training,
         `sample` is the sample set to use, whose `complete` flag the caller checks (the trainer
         skips the step on it); else one is drawn from `generator` and that flag, False with a
-        probability below 1e-12, goes unchecked."""
+        probability below 1e-12, goes unchecked. `rnn` runs the LSTM stack in place of
+        `self.rnn`: the trainer's DDP wrapper of it."""
         # Time-major inside (the stack's layout); transposing the ids is cheaper than the
         # activations, so targets and mask follow the hidden states' (T, B) order.
         embedded = self.embedding(inputs.t())  # (T, B, p)
         embedded = F.dropout(embedded, self.dropout, self.training)
-        outputs, new_state = self.rnn(embedded, state)  # (T, B, p), dropout already applied
+        stack = self.rnn if rnn is None else rnn
+        outputs, new_state = stack(embedded, state)  # (T, B, p), dropout already applied
         hidden = outputs.reshape(-1, outputs.shape[-1])  # (T * B, p)
         flat_targets = targets.t().reshape(-1)  # (T * B,)
         flat_mask = None if mask is None else mask.t().reshape(-1)

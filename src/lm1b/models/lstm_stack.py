@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from lm1b.config.model import ModelConfig
 from lm1b.models.cell import EAGER, CellMath
 from lm1b.models.cudnn import CudnnLSTMStack
-from lm1b.models.gates import FactorizedGates, GroupedGates, glorot_uniform_
+from lm1b.models.gates import FactorizedGates, GateMap, GroupedGates, glorot_uniform_
 from lm1b.models.graphs import LayerGraphs
 from lm1b.models.recurrence import LSTMPRecurrence, autocast_dtype, run_plain
 
@@ -26,7 +26,7 @@ State = tuple[Tensor, Tensor]
 class LSTMPLayer(nn.Module):
     """One LSTM layer with projection: a pluggable gate map plus a dense projection P (n, p)."""
 
-    def __init__(self, gates: nn.Module, state_size: int, projection_size: int):
+    def __init__(self, gates: GateMap, state_size: int, projection_size: int):
         super().__init__()
         self.gates = gates
         self.proj = nn.Parameter(torch.empty(state_size, projection_size))  # h = m @ P
@@ -48,7 +48,8 @@ class LSTMPLayer(nn.Module):
             return LSTMPRecurrence.apply(self.gates, self.cell, pre, h0, c0, proj, *weights)
 
     def forward_plain(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Reference path: per-step loop under autograd; same result as `forward`."""
+        """The definition: the per-step loop under autograd, of which `forward` is the
+        optimisation (the same result, tested)."""
         return run_plain(self.gates, self.proj, x, h0, c0)
 
 

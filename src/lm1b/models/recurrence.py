@@ -10,7 +10,8 @@ propagates activation gradients, and dP and the gate map's recurrent weight grad
 each one large product over all T*B rows afterwards (docs/performance.md: about a quarter of the
 step time). The pointwise cell math is `cell.CellMath` (eager, or fused by torch.compile); its
 per-step results are kept as they come, so nothing is zero-filled or copied per step. `run_plain`
-is the textbook loop under autograd, kept as the reference.
+is the textbook loop under autograd: the definition, which the fused Function is tested
+against. The gate map's side of the contract is `gates.GateMap`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from lm1b.models.gates import GateMap
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -114,8 +117,9 @@ class LSTMPRecurrence(torch.autograd.Function):
         return None, None, d_pre, d_h_prev, _from_groups(d_c), d_proj, *d_weights
 
 
-def run_plain(gate_map, proj: Tensor, x: Tensor, h0: Tensor, c0: Tensor):
-    """Reference: the textbook per-step loop under autograd. x (T, B, p) -> (T, B, p), h, c."""
+def run_plain(gate_map: GateMap, proj: Tensor, x: Tensor, h0: Tensor, c0: Tensor):
+    """The definition: the textbook per-step loop under autograd, which `LSTMPRecurrence`
+    optimises. x (T, B, p) -> (T, B, p), h, c."""
     h, c, outputs = h0, c0, []
     for x_t in x.unbind(0):
         i, j, f, o = gate_map.plain_gates(x_t, h).chunk(4, dim=1)  # each (B, n)

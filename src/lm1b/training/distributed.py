@@ -170,15 +170,19 @@ def bf16_allreduce_hook(process_group, bucket):
     return future.then(decompress)
 
 
-def wrap_lstm_stack(model: nn.Module, ctx: DistContext, bf16_grads: bool = False) -> None:
-    """Put `model.rnn`, the dense LSTM stack, in DDP; the vocabulary tables stay outside (their
-    sparse rows are exchanged by the step). `bf16_grads`: DDP all-reduces the gradients in
-    bf16, half the bytes (README "Performance"), each averaged gradient rounded to bf16."""
+def ddp_lstm_stack(
+    stack: nn.Module, ctx: DistContext, bf16_grads: bool = False
+) -> DistributedDataParallel:
+    """A DDP wrapper of the dense LSTM stack `stack` for the training forward and backward;
+    the model keeps `stack` itself (saved, evaluated and inspected unwrapped), and the
+    vocabulary tables stay outside (their sparse rows are exchanged by the step). Building it
+    broadcasts rank 0's weights. `bf16_grads`: DDP all-reduces the gradients in bf16, half the
+    bytes (docs/performance.md), each averaged gradient rounded to bf16."""
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    # No buffers to broadcast: forward then makes no collective call (validation relies on it).
-    model.rnn = DistributedDataParallel(model.rnn, device_ids=device_ids, broadcast_buffers=False)
+    ddp = DistributedDataParallel(stack, device_ids=device_ids, broadcast_buffers=False)
     if bf16_grads:
-        model.rnn.register_comm_hook(None, bf16_allreduce_hook)
+        ddp.register_comm_hook(None, bf16_allreduce_hook)
+    return ddp
 
 
 def shutdown_distributed() -> None:

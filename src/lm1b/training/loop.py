@@ -26,7 +26,7 @@ from lm1b.config import TrainConfig
 from lm1b.data.batch import Batch
 from lm1b.data.eval_stream import EvalStream
 from lm1b.data.train_loader import TrainLoader
-from lm1b.inference import evaluate_stream
+from lm1b.evaluation import evaluate_stream
 from lm1b.training.checkpoint import CheckpointManager
 from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
@@ -66,13 +66,8 @@ class Counters:
     validations_since_best: int = 0  # validations in a row without a new best (for patience)
 
 
-def model_state_dict(model: nn.Module) -> dict:
-    """The model's weights without DDP's `module.` level, loadable by an unwrapped model."""
-    return {k.replace("rnn.module.", "rnn."): v for k, v in model.state_dict().items()}
-
-
 class Trainer:
-    """Trains `model` (its `rnn` possibly wrapped in DDP) on `loader` until a budget is spent,
+    """Trains `model` on `loader` until a budget is spent,
     a signal arrives, or too many steps in a row are non-finite."""
 
     def __init__(
@@ -124,7 +119,7 @@ class Trainer:
             return None
         return {
             **self.static_state,
-            "model": model_state_dict(self.model),
+            "model": self.model.state_dict(),
             "optimizers": self.optimizers.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
             "counters": asdict(self.counters),
@@ -180,8 +175,8 @@ class Trainer:
             [totals.nll, float(totals.num_tokens)], dtype=torch.float64, device=self.ctx.device
         )
         if self.ctx.is_distributed:
-            # No collective runs inside the evaluation (DDP's forward under no_grad makes
-            # none), so ranks may have walked different numbers of windows.
+            # No collective runs inside the evaluation (it runs the unwrapped model, not the
+            # step's DDP wrapper), so ranks may have walked different numbers of windows.
             dist.all_reduce(sums)
         return math.exp(sums[0].item() / max(sums[1].item(), 1.0))
 

@@ -29,7 +29,7 @@ from lm1b.training.checkpoint import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from lm1b.training.distributed import DistContext, wrap_lstm_stack
+from lm1b.training.distributed import DistContext
 from lm1b.training.hooks import FaultInjection
 from lm1b.training.loop import Trainer
 from lm1b.training.metrics import METRICS_FILE, MetricsWriter
@@ -180,8 +180,6 @@ def _build_model(cfg: TrainConfig, ctx: DistContext, tokenizer: Tokenizer, check
         model.load_state_dict(checkpoint["model"])
     fast = enable_fast_paths(model, cfg.trainer, ctx.device)
     logger.info("GPU fast paths: %s", ", ".join(f"{k}={v}" for k, v in fast.items()))
-    if ctx.is_distributed:
-        wrap_lstm_stack(model, ctx, bf16_grads=cfg.trainer.ddp_bf16_grads)
     return model
 
 

@@ -28,7 +28,7 @@ from torch import nn
 from lm1b.config import TrainConfig
 from lm1b.data.batch import Batch
 from lm1b.models.sampler import CandidateSample
-from lm1b.training.distributed import DistContext
+from lm1b.training.distributed import DistContext, ddp_lstm_stack
 from lm1b.training.ema import ExponentialMovingAverage
 from lm1b.training.hooks import StepHooks
 from lm1b.training.optim import Optimizers, lstm_parameters, table_parameters
@@ -69,6 +69,13 @@ class StepRunner:
         # Seeded from (seed, step) on every rank: one sample set for all, and nothing to save.
         self.sample_generator = torch.Generator(device=ctx.device)
         self.lstm_state: State | None = None
+        # The LSTM stack the training forward runs: in DDP when distributed (the model keeps
+        # the unwrapped stack; only this forward and its backward go through the wrapper).
+        self.rnn = (
+            ddp_lstm_stack(model.rnn, ctx, cfg.trainer.ddp_bf16_grads)
+            if ctx.is_distributed
+            else model.rnn
+        )
         # Fault injection (tests) and phase marks (the benchmark's step-time breakdown).
         self.hooks = hooks or StepHooks()
 
@@ -94,7 +101,9 @@ class StepRunner:
         """The step's loss (detached) and its sample set (None with the full softmax)."""
         sample = self._draw_sample(step)
         with self._autocast():
-            out = self.model(batch.inputs, batch.targets, self.lstm_state, sample=sample)
+            out = self.model(
+                batch.inputs, batch.targets, self.lstm_state, sample=sample, rnn=self.rnn
+            )
         self.lstm_state = tuple(s.detach() for s in out.state)
         loss = self.hooks.loss(out.loss, step)
         self.hooks.on_phase("forward")

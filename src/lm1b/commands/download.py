@@ -1,6 +1,6 @@
 """Download, verify and prepare the One Billion Word corpus (`make data`).
 
-    python -m lm1b.data.download [--dest data/lm1b] [--from TARBALL_OR_DIR] [--verify-only]
+    python -m lm1b.download [--dest data/lm1b] [--from TARBALL_OR_DIR] [--verify-only]
 
 Steps, each skipped when its result is already there, so a re-run is cheap and resumes where a
 killed run stopped:
@@ -68,7 +68,7 @@ EXPECTED_ERRORS = (
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line (see --help); `argv` None reads sys.argv."""
     parser = argparse.ArgumentParser(
-        prog="python -m lm1b.data.download",
+        prog="python -m lm1b.download",
         description="Download, extract and verify the One Billion Word benchmark, then build "
         "its word vocabulary. Re-running skips the steps already done.",
     )

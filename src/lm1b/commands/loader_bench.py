@@ -1,6 +1,6 @@
 """Loader benchmark: tokens per second for read + tokenize + batch in one process.
 
-    python -m lm1b.data.bench data=sample [--seconds 5] [hydra overrides ...]
+    python -m lm1b.loader_bench data=sample [--seconds 5] [hydra overrides ...]
 
 Composes the training config with the overrides, builds the tokenizer (and the vocabulary file
 when it is missing), then pulls training batches from a `TrainLoader` with no loader workers
@@ -45,7 +45,7 @@ def measure(loader, seconds: float) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
-        prog="python -m lm1b.data.bench", description=__doc__.split("\n")[0]
+        prog="python -m lm1b.loader_bench", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time (default 5)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=sample")
