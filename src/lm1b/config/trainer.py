@@ -38,8 +38,8 @@ class TrainerConfig:
     # run the cell's pointwise gate math as torch.compile-fused kernels.
     cuda_graphs: bool = True
     fused_cell: bool = True
-    # Several ranks: all-reduce the LSTM gradients in bf16 (half the bytes; see the README's
-    # "Performance" section for when communication matters).
+    # Several ranks: all-reduce the LSTM gradients in bf16 (half the bytes; see
+    # docs/performance.md for when communication matters).
     ddp_bf16_grads: bool = False
 
 

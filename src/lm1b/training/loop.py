@@ -44,7 +44,7 @@ class Votes(NamedTuple):
     """What a rank says after each step, reduced with MAX over ranks in the step's all-reduce
     (floats: they travel in one float32 tensor with the step's non-finite flag)."""
 
-    signal: float  # 1: SIGTERM, SIGINT or SIGUSR1 arrived
+    signal: float  # 1: SIGTERM or SIGUSR1 arrived
     out_of_time: float  # 1: trainer.max_time is spent
     checkpoint_due: float  # 1: trainer.checkpoint_every_minutes have passed since the last
     data_error: float  # rank + 1 of a rank that could not read its training data, else 0
