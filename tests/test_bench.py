@@ -194,7 +194,7 @@ def test_a_failing_variant_is_recorded_freed_and_the_others_go_on(monkeypatch):
             failed_refs.append(weakref.ref(candidate.model))
         return candidate
 
-    monkeypatch.setattr(lm1b.bench, "build_candidate", flaky_build)
+    monkeypatch.setattr(lm1b.commands.bench, "build_candidate", flaky_build)
     report = run_benchmark(tiny(["biglstm", "glstm_k2", "glstm_k8"]))
     assert report["complete"] is True
     assert report["failed"] == {
@@ -223,7 +223,7 @@ def test_a_ceiling_without_memory_left_is_skipped_and_the_variants_still_timed(m
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return measure(device, seconds)
 
-    monkeypatch.setattr(lm1b.bench, "measure_copy_bandwidth", copy_then_out_of_memory)
+    monkeypatch.setattr(lm1b.commands.bench, "measure_copy_bandwidth", copy_then_out_of_memory)
     report = run_benchmark(tiny(["glstm_k8"]))
     assert report["complete"] is True and report["failed"] == {} and len(calls) == 3
     assert len(report["pass_copy_ceiling_gbps"]) == 1 and len(report["pass_ceiling_tflops"]) == 3

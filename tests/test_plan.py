@@ -1,4 +1,4 @@
-"""The plan: meta-device parameter counts (REFERENCE.md's), analytic FLOPs (PERFORMANCE.md's),
+"""The plan: meta-device parameter counts (docs/models.md's), analytic FLOPs (docs/performance.md's),
 measured or predicted speeds and the budget filters."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from lm1b.commands.plan import PlanConfig, default_ranks, main, make_plan
 from lm1b.config import ConfigError
 from lm1b.config.compose import compose_schema
 
-PAPER = {  # name -> (RNN params, GFLOP/token forward + backward rounded as in PERFORMANCE.md)
+PAPER = {  # name -> (RNN params, GFLOP/token forward + backward rounded as in docs/performance.md)
     "biglstm": (151_060_480, 0.96),
-    "flstm_r512": (52_494_336, 0.36),  # PERFORMANCE.md rounds 0.365 to 0.37
-    "glstm_k2": (83_951_616, 0.55),  # PERFORMANCE.md rounds 0.554 to 0.56
+    "flstm_r512": (52_494_336, 0.36),  # docs/performance.md rounds 0.365 to 0.37
+    "glstm_k2": (83_951_616, 0.55),  # docs/performance.md rounds 0.554 to 0.56
     "glstm_k4": (50_397_184, 0.35),
     "glstm_k8": (33_619_968, 0.25),
     "glstm_k16": (25_231_360, 0.20),
@@ -71,3 +71,20 @@ def test_speed_budget_needs_a_benchmark_and_command_prints_a_table(capsys, tmp_p
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:2] == ["variant", "RNN"] and table[1].startswith("flstm_r128")
     assert json.loads(out.read_text())[0]["name"] == "flstm_r128"
+
+
+def test_memory_columns_at_paper_size():
+    """The fixed part from the counts by hand: fp32 weights, the LSTM gradient and DDP's
+    bucket copy, Adagrad's accumulator for every weight, the EMA and the bf16 copy of the LSTM
+    weights, plus the tables' row-sparse gradients (2,560 embedding rows, 2,560 + 8,192
+    softmax rows, each with its int64 id)."""
+    found = {c.name: c for c in plan("size=paper", "per_layer_groups=false", "ranks=[512]")}
+    big = found["biglstm"]
+    rnn, total = big.rnn_params, big.total_params
+    tokens, sampled = 128 * 20, 8192
+    sparse = tokens * (1024 * 4 + 8) + (tokens + sampled) * (1025 * 4 + 16)
+    assert big.memory.fixed == 4 * total + 2 * 4 * rnn + sparse + 4 * total + 4 * rnn + 2 * rnn
+    assert 16e9 < big.memory.fixed < 17e9  # what a GPU holds before any activation
+    per_row = big.memory.activations_per_row
+    assert big.memory.largest_batch(80e9) == int((80e9 - 2 * 2**30 - big.memory.fixed) // per_row)
+    assert found["glstm_k8"].memory.fixed < big.memory.fixed

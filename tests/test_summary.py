@@ -1,4 +1,4 @@
-"""Parameter counts at paper size equal REFERENCE.md's table exactly, counted on the meta device."""
+"""Parameter counts at paper size equal docs/models.md's table exactly, counted on the meta device."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from lm1b.commands.summary import summarize
 from lm1b.config import compose_config
 
-# REFERENCE.md, "Parameter counts at paper size": gate weights + gate biases + projections.
+# docs/models.md, "Parameter counts at paper size": gate weights + gate biases + projections.
 RNN_PARAMETERS = {
     "biglstm": 151_060_480,
     "flstm_r512": 52_494_336,
@@ -36,7 +36,7 @@ def test_paper_size_counts_match_the_reference(experiment, rnn):
 
 def test_sixteen_groups_and_the_hierarchical_variant():
     k16 = summarize(compose_config(["experiment=glstm_k8", "model.num_groups=16"]))
-    assert k16["parameters"]["rnn"] == 25_231_360  # REFERENCE.md's G-LSTM k=16
+    assert k16["parameters"]["rnn"] == 25_231_360  # docs/models.md's G-LSTM k=16
     # One layer of G2 plus one of G4: the mean of the two uniform models.
     hierarchical = summarize(compose_config(["experiment=hglstm_k2_k4"]))
     assert hierarchical["model"]["num_groups"] == [2, 4]

@@ -23,7 +23,7 @@ def _heldout(sample_dir, shard):
 def test_build_from_sample_matches_reference_and_round_trips(sample_dir, tmp_path):
     shard = _heldout(sample_dir, 10)
     vocab = build_vocabulary([shard], min_count=2, num_workers=1)
-    # REFERENCE.md: words with count >= 2 plus the three specials give 9,082 entries.
+    # docs/models.md: words with count >= 2 plus the three specials give 9,082 entries.
     assert len(vocab) == 9082
     lines = [line for line in shard.read_text("utf-8").split("\n") if line.strip(" ")]
     assert vocab.counts[vocab.bos_id] == vocab.counts[vocab.eos_id] == len(lines) == 6111

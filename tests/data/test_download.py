@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 import lm1b.data.archive
-from lm1b.data import download as cli
+from lm1b.commands import download as cli
+from lm1b.commands.download import TREE_NAME
 from lm1b.data import verify
 from lm1b.data.fetch import download
-from lm1b.download import TREE_NAME
 
 TARBALL = f"{TREE_NAME}.tar.gz"
 SHARDS = {

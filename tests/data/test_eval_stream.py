@@ -54,7 +54,7 @@ def test_counts_match_an_independent_count_of_the_sample(sample_dir):
     sentences, words, unk = _independent_counts(valid, vocab)
     counts = stream.counts
     assert (counts.num_sentences, counts.num_words, counts.num_unk) == (sentences, words, unk)
-    assert counts.num_tokens == words == 160_878  # REFERENCE.md's figure for this shard
+    assert counts.num_tokens == words == 160_878  # docs/models.md's figure for this shard
     assert sum(b.num_tokens for b in stream) == counts.num_tokens
 
 

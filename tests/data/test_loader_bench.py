@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lm1b.loader_bench import main
+from lm1b.commands.loader_bench import main
 
 
 @pytest.mark.sample

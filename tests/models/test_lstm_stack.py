@@ -12,7 +12,7 @@ from lm1b.config import compose_config
 from lm1b.config.model import ModelConfig
 from lm1b.models.lstm_stack import build_lstm_stack
 
-# REFERENCE.md, "Parameter counts at paper size".
+# docs/models.md, "Parameter counts at paper size".
 PAPER_RNN_PARAMS = {
     "biglstm": 151_060_480,
     "flstm_r512": 52_494_336,

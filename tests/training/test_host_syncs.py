@@ -7,7 +7,7 @@ masked_select, boolean indexing, sparse coalesce) or a tensor made from host dat
 (torch.tensor / new_tensor: on a GPU a blocking copy from pageable memory). The one intended
 read, `.tolist()` of the flags, dispatches nothing on the CPU. The dense LSTM optimizer (torch's
 foreach Adagrad or Adam) is left out: it reads its step counters, which live on the host even
-for CUDA parameters. The GPU check counts the waits on a real device too (lm1b.bench).
+for CUDA parameters. The GPU check counts the waits on a real device too (lm1b.commands.bench).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_a_training_step_never_waits_for_the_device(variant, optim):
         for step in (2, 3):
             result = runner.run(candidate.batches[step], step, [0.0, 1.0])
     assert audit.found == []
-    assert not result.skipped and result.votes == [0.0, 1.0]  # the steps were taken
+    assert not result.skipped and result.votes == (0.0, 1.0)  # the steps were taken
 
 
 def test_the_audit_sees_each_kind_of_wait():

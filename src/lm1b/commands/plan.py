@@ -23,6 +23,11 @@ more groups in deeper layers) the table gives:
   prediction is optimistic: it assumes the step time is all arithmetic (docs/performance.md: the
   measured speed-ups were far below the FLOP ratios when launch overhead dominated).
 
+- memory per GPU, from the memory model (`lm1b.training.memory`): the fixed part (weights,
+  gradients, optimizer state, EMA) and the activations of `rows_per_gpu` sequences in
+  `precision`, and the most sequences per GPU that fit each of `gpu_memory_gb` (2 GB kept for
+  the CUDA context and workspaces).
+
 Rows are sorted by RNN parameters, largest first: among the variants that fit, the largest is
 listed first as the suggestion (more recurrent parameters gave lower perplexity in the paper).
 """
@@ -44,9 +49,12 @@ from lm1b.config import ConfigError
 from lm1b.config.compose import compose_schema
 from lm1b.config.data import DataConfig
 from lm1b.config.model import ModelConfig
+from lm1b.config.optim import OptimConfig
+from lm1b.config.trainer import PRECISIONS
 from lm1b.models.counts import count_parameters, train_flops_per_word
 from lm1b.models.language_model import build_language_model
 from lm1b.tokenizer import resolve_vocab_size
+from lm1b.training.memory import MemoryEstimate, estimate_training_memory
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +78,10 @@ class PlanConfig:
     groups: list[int] | None = None  # G-LSTM k to try (null: powers of two dividing n and p)
     per_layer_groups: bool = True  # also try more groups in deeper layers (e.g. [2, 4])
     output: str | None = None  # also write the table as JSON here
+    # The memory columns: sequences per GPU, their precision, and the GPU sizes to fit.
+    rows_per_gpu: int = 128
+    precision: str = "bf16"
+    gpu_memory_gb: list[float] = field(default_factory=lambda: [80.0, 141.0])
 
 
 @dataclass
@@ -83,6 +95,7 @@ class Candidate:
     train_flops_per_word: float = 0.0
     words_per_sec: float | None = None
     speed_source: str = field(default="none")  # "measured", "predicted" or "none"
+    memory: MemoryEstimate | None = None
 
 
 def default_ranks(model: ModelConfig) -> list[int]:
@@ -125,17 +138,27 @@ def candidate_models(base: ModelConfig, plan: PlanConfig) -> list[tuple[str, Mod
     return found
 
 
-def measure(name: str, cfg: ModelConfig, vocab_size: int) -> Candidate:
-    """Parameter counts and FLOPs of one candidate, from a meta-device build."""
+def measure(name: str, cfg: ModelConfig, vocab_size: int, plan: PlanConfig) -> Candidate:
+    """Parameter counts, FLOPs and memory of one candidate, from a meta-device build."""
     with torch.device("meta"):
         model = build_language_model(cfg, vocab_size=vocab_size)
     counts = count_parameters(model)
+    memory = estimate_training_memory(
+        cfg,
+        OptimConfig(),  # the recipe's
+        vocab_size=vocab_size,
+        rows=plan.rows_per_gpu,
+        num_steps=plan.data.num_steps,
+        precision=plan.precision,
+        world_size=2,  # DDP's bucket copy counted: the plan is for several GPUs
+    )
     return Candidate(
         name=name,
         model=cfg,
         rnn_params=counts["rnn"],
         total_params=counts["total"],
         train_flops_per_word=train_flops_per_word(model, cfg.num_sampled),
+        memory=memory,
     )
 
 
@@ -185,29 +208,44 @@ def make_plan(plan: PlanConfig) -> list[Candidate]:
             f"min_words_per_sec={plan.min_words_per_sec} needs bench=<bench.json> "
             "(run `python -m lm1b.bench` on this device first)"
         )
+    if plan.precision not in PRECISIONS or plan.rows_per_gpu < 1:
+        raise ConfigError(
+            f"precision={plan.precision!r} and rows_per_gpu={plan.rows_per_gpu} must be one of "
+            f"{list(PRECISIONS)} and at least 1"
+        )
     vocab_size = resolve_vocab_size(plan)
-    candidates = [measure(n, m, vocab_size) for n, m in candidate_models(plan.model, plan)]
+    candidates = [measure(n, m, vocab_size, plan) for n, m in candidate_models(plan.model, plan)]
     add_speeds(candidates, load_bench(plan.bench, vocab_size) if plan.bench else {})
     chosen = [c for c in candidates if fits(c, plan)]
     return sorted(chosen, key=lambda c: (-c.rnn_params, c.name))
 
 
-def format_plan(candidates: list[Candidate]) -> str:
-    """The plan as a fixed-width table."""
+def format_plan(candidates: list[Candidate], plan: PlanConfig) -> str:
+    """The plan as a fixed-width table, with a line saying what the memory columns assume."""
+    gpus = [f"{gb:g}GB" for gb in plan.gpu_memory_gb]
     lines = [
         f"{'variant':<16} {'RNN params':>13} {'total params':>15} {'GFLOP/word':>10} "
-        f"{'words/sec':>11} {'speed':>9}"
+        f"{'words/sec':>11} {'speed':>9} {'fixed GB':>8} {'act GB':>7} "
+        + " ".join(f"{'rows@' + g:>11}" for g in gpus)
     ]
     for c in candidates:
         speed = "-" if c.words_per_sec is None else f"{c.words_per_sec:,.0f}"
+        fits_in = [c.memory.largest_batch(gb * 1e9) for gb in plan.gpu_memory_gb]
         lines.append(
             f"{c.name:<16} {c.rnn_params:>13,} {c.total_params:>15,} "
-            f"{c.train_flops_per_word / 1e9:>10.3f} {speed:>11} {c.speed_source:>9}"
+            f"{c.train_flops_per_word / 1e9:>10.3f} {speed:>11} {c.speed_source:>9} "
+            f"{c.memory.fixed / 1e9:>8.1f} {c.memory.activations / 1e9:>7.2f} "
+            + " ".join(f"{rows:>11,}" for rows in fits_in)
         )
+    lines.append(
+        f"memory per GPU (lm1b.training.memory): fixed = weights, gradients, optimizer state, "
+        f"EMA; act = activations of {plan.rows_per_gpu} sequences x {plan.data.num_steps} "
+        f"tokens in {plan.precision}; rows@ = most sequences per GPU that fit (2 GB reserved)"
+    )
     return "\n".join(lines)
 
 
-def plan_records(candidates: list[Candidate]) -> list[dict]:
+def plan_records(candidates: list[Candidate], plan: PlanConfig) -> list[dict]:
     """The plan as JSON-ready records."""
     return [
         {
@@ -220,6 +258,11 @@ def plan_records(candidates: list[Candidate]) -> list[dict]:
             "train_flops_per_word": c.train_flops_per_word,
             "words_per_sec": c.words_per_sec,
             "speed_source": c.speed_source,
+            "memory_fixed_bytes": c.memory.fixed,
+            "memory_activation_bytes_per_row": c.memory.activations_per_row,
+            "rows_per_gpu_that_fit": {
+                f"{gb:g}GB": c.memory.largest_batch(gb * 1e9) for gb in plan.gpu_memory_gb
+            },
         }
         for c in candidates
     ]
@@ -232,11 +275,11 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, HydraException, FileNotFoundError, KeyError) as error:
         sys.exit(f"lm1b.plan: {error}")
     if plan.output:
-        Path(plan.output).write_text(json.dumps(plan_records(candidates), indent=2) + "\n")
+        Path(plan.output).write_text(json.dumps(plan_records(candidates, plan), indent=2) + "\n")
     if not candidates:
         print("no variant fits the budget")
         return
-    print(format_plan(candidates))
+    print(format_plan(candidates, plan))
 
 
 if __name__ == "__main__":

@@ -137,20 +137,25 @@ def carried_windows(buffer: SentenceBuffer, batch_size: int) -> Iterator[tuple[l
 @torch.no_grad()
 def score_window(model: LanguageModel, window: Window, state=None):
     """Per-sentence NLL (float64 list) of one window from `state` (None: zeros), and the
-    final state. The full softmax is the evaluator's own (`SoftmaxLayer.full_nll`)."""
+    final state. Every sentence's positions go through the full softmax together (the
+    evaluator's chunked log-sum-exp): one pass over the (V, p) softmax weight per token chunk,
+    not one per sentence."""
     device = model.softmax.weight.device
     inputs, targets = window.inputs.to(device), window.targets.to(device)
     embedded = model.embedding(inputs.t())  # (T, B, p); eval mode: no dropout
     hidden, state = model.rnn(embedded, state)  # (T, B, p)
-    chunks = {
-        "token_chunk_size": model.token_chunk_size,
-        "vocab_chunk_size": model.vocab_chunk_size,
-    }
-    nll = [
-        model.softmax.full_nll(hidden[start:end, row], targets[row, start:end], **chunks)[0]
-        for row, start, end in window.spans
-    ]
-    return torch.stack(nll).tolist(), state
+    rows = torch.cat([torch.full((end - start,), row) for row, start, end in window.spans])
+    positions = torch.cat([torch.arange(start, end) for _, start, end in window.spans])
+    rows, positions = rows.to(device), positions.to(device)  # (M,) each: the scored tokens
+    token_nll = model.softmax.token_nll(
+        hidden[positions, rows],  # (M, p)
+        targets[rows, positions],  # (M,)
+        token_chunk_size=model.token_chunk_size,
+        vocab_chunk_size=model.vocab_chunk_size,
+    )
+    lengths = [end - start for _, start, end in window.spans]
+    sentence_nll = [part.double().sum() for part in token_nll.split(lengths)]
+    return torch.stack(sentence_nll).tolist(), state
 
 
 def score_lines(

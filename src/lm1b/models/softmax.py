@@ -98,22 +98,43 @@ def full_softmax_nll(
     """Summed negative log-likelihood under the softmax over the whole vocabulary, and the
     number of predicted (unmasked) tokens.
 
-    hidden (N, p), targets (N,), weight (V, p), bias (V, 1), mask (N,) bool or None.
-    Tokens are processed `token_chunk_size` at a time and the vocabulary `vocab_chunk_size`
-    rows at a time with an online log-sum-exp, so under `torch.no_grad()` the extra memory is a
-    few (token_chunk_size x vocab_chunk_size) float32 blocks, never (N x V). The sum is
-    accumulated in float64. Perplexity = exp(sum of nll_sum / sum of num_tokens).
+    hidden (N, p), targets (N,), weight (V, p), bias (V, 1), mask (N,) bool or None. See
+    `full_softmax_token_nll` for the chunking; the sum is accumulated in float64 per token
+    chunk. Perplexity = exp(sum of nll_sum / sum of num_tokens).
     """
     targets, weights = _masked_targets(targets, mask)
     num_tokens = targets.new_full((), targets.numel()) if mask is None else mask.sum()
     nll_sum = torch.zeros((), dtype=torch.float64, device=hidden.device)
     for start in range(0, targets.numel(), token_chunk_size):
         chunk = slice(start, start + token_chunk_size)
-        log_normalizer = _chunked_logsumexp(hidden[chunk], weight, bias, vocab_chunk_size)
-        true_logits = _row_logits(hidden[chunk], targets[chunk], weight, bias)
-        nll = (log_normalizer - true_logits) * weights[chunk]  # (n,)
-        nll_sum = nll_sum + nll.sum().double()
+        nll = full_softmax_token_nll(hidden[chunk], targets[chunk], weight, bias, vocab_chunk_size)
+        nll_sum = nll_sum + (nll * weights[chunk]).sum().double()
     return nll_sum, num_tokens
+
+
+def full_softmax_token_nll(
+    hidden: Tensor,
+    targets: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    vocab_chunk_size: int = 32768,
+    token_chunk_size: int | None = None,
+) -> Tensor:
+    """Each token's negative log-likelihood under the full softmax: (N,), at least float32.
+
+    hidden (N, p), targets (N,), weight (V, p), bias (V, 1). Tokens go `token_chunk_size` at
+    a time (None: all at once) and the vocabulary `vocab_chunk_size` rows at a time with an
+    online log-sum-exp, so under `torch.no_grad()` the extra memory is a few
+    (token chunk x vocab chunk) float32 blocks, never (N x V); each pass over the vocabulary
+    reads the (V, p) weight once for the whole token chunk.
+    """
+    step = token_chunk_size or max(targets.numel(), 1)
+    parts = []
+    for start in range(0, targets.numel(), step):
+        chunk = slice(start, start + step)
+        log_normalizer = _chunked_logsumexp(hidden[chunk], weight, bias, vocab_chunk_size)
+        parts.append(log_normalizer - _row_logits(hidden[chunk], targets[chunk], weight, bias))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 
 def _row_logits(hidden: Tensor, ids: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -186,3 +207,11 @@ class SoftmaxLayer(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Summed full-softmax NLL and token count; see `full_softmax_nll`."""
         return full_softmax_nll(hidden, targets, self.weight, self.bias, mask, **chunk_sizes)
+
+    def token_nll(
+        self, hidden: Tensor, targets: Tensor, token_chunk_size: int, vocab_chunk_size: int
+    ) -> Tensor:
+        """Each token's full-softmax NLL, (N,); see `full_softmax_token_nll`."""
+        return full_softmax_token_nll(
+            hidden, targets, self.weight, self.bias, vocab_chunk_size, token_chunk_size
+        )
