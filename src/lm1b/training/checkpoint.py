@@ -99,7 +99,10 @@ def load_checkpoint(path: str | Path) -> dict:
     """
     path = Path(path)
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        # Memory-mapped: the tensors are read from the file as they are used, not copied into
+        # memory first. At paper size the checkpoint (14 GB) would otherwise be held on top
+        # of the model and optimizer state it is loaded into.
+        state = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
     # torch.load raises many types for a bad file (UnpicklingError, EOFError, RuntimeError from
     # the zip reader, OSError, ...); callers need one type and a message naming the file.
     except Exception as exc:
