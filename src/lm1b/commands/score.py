@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -211,6 +212,7 @@ def run(cfg: ScoreConfig) -> dict:
     trained = load_trained_model(cfg.checkpoint, use_ema=cfg.use_ema, device=cfg.device)
     lines = numbered_lines(cfg.input, trained.config.data.max_line_tokens)
     totals = {"num_sentences": 0, "num_tokens": 0, "num_unk": 0, "logprob": 0.0}
+    started = time.perf_counter()  # scoring speed, the model's loading left out
     to_file = cfg.output != STDIN
     with open(cfg.output, "w", encoding="utf-8") if to_file else nullcontext(sys.stdout) as out:
         for record in score_lines(
@@ -222,6 +224,7 @@ def run(cfg: ScoreConfig) -> dict:
             totals["num_unk"] += record["num_unk"]
             totals["logprob"] += record["logprob"]
     totals["perplexity"] = math.exp(-totals["logprob"] / max(totals["num_tokens"], 1))
+    totals["tokens_per_sec"] = totals["num_tokens"] / max(time.perf_counter() - started, 1e-9)
     return totals
 
 
@@ -238,11 +241,12 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, HydraException, CheckpointError, FileNotFoundError) as error:
         sys.exit(f"lm1b.score: {error}")
     logger.info(
-        "%d sentences, %d tokens (%d <UNK>), perplexity %.2f",
+        "%d sentences, %d tokens (%d <UNK>), perplexity %.2f, %.0f tokens/s",
         totals["num_sentences"],
         totals["num_tokens"],
         totals["num_unk"],
         totals["perplexity"],
+        totals["tokens_per_sec"],
     )
 
 

@@ -193,8 +193,14 @@ class CheckpointManager:
             raise ValueError(f"checkpoint step must be 0 or more, got {step}")
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / checkpoint_name(step)
+        started = time.perf_counter()
         _write_atomically({**state, META_KEY: _meta(step, self.run_id)}, final)
-        logger.info("saved checkpoint %s", final)
+        logger.info(
+            "saved checkpoint %s (%.2f GB in %.1f s)",
+            final,
+            final.stat().st_size / 1e9,
+            time.perf_counter() - started,
+        )
         self._prune(final)
         return final
 

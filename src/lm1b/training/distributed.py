@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -101,26 +104,73 @@ def _choose_device(preference: str, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def _attempt_store(world_size: int, timeout: timedelta) -> dist.Store | None:
-    """torchrun's agent store, namespaced by restart attempt; None outside torchrun.
+def _worker_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store | None:
+    """Under torchrun, a store that only this attempt's workers share; None outside torchrun.
 
-    Why: torchrun keeps one TCPStore server for all restarts of a job and its workers join it
-    without a per-attempt prefix, so after an elastic restart a rank could read the gloo/NCCL
-    addresses its crashed peers published in the previous attempt (seen as "Connection
-    refused" or a hang in gloo's connectFullMesh). Our own prefix makes every attempt start
-    from an empty namespace.
+    Why: torchrun (c10d rendezvous) keeps one TCPStore server for every round of a job and
+    points every attempt's workers at it, so stale keys survive a restart: a new rank could
+    read the gloo/NCCL addresses of its dead predecessors ("Connection refused" in gloo's
+    connectFullMesh). A prefix per TORCHELASTIC_RESTART_COUNT cannot cure that: the count is
+    each agent's own, and after one node's worker dies only that node's agent counts a
+    restart (the other restarts for the membership change, uncounted), so the ranks of the
+    new round would look in different namespaces and wait there for 30 min.
+
+    Instead rank 0 serves a new TCPStore (the process group's) on a free port and publishes
+    its address and a random token in torchrun's store. Every agent stops its workers before
+    the next round, so an address left by an earlier attempt belongs to a dead process: the
+    other ranks retry until the address answers and the server holds the published token.
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
-    store = dist.TCPStore(
-        os.environ["MASTER_ADDR"],
-        int(os.environ["MASTER_PORT"]),
-        world_size,
-        is_master=False,
-        timeout=timeout,
+    host = os.environ["MASTER_ADDR"]
+    agent_store = dist.TCPStore(
+        host, int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=timeout
     )
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return dist.PrefixStore(f"lm1b/attempt_{attempt}", store)
+    if rank == 0:
+        token = uuid.uuid4().hex
+        store = dist.TCPStore(
+            host, 0, world_size, is_master=True, timeout=timeout, wait_for_workers=False
+        )
+        store.set(_TOKEN_KEY, token)
+        # Rank 0's own address: MASTER_ADDR is the rendezvous store's host, which need not be
+        # the node rank 0 landed on.
+        agent_store.set(_ADDRESS_KEY, f"{_address_towards(host)}:{store.port}:{token}")
+        return store
+    deadline = time.monotonic() + timeout.total_seconds()
+    while True:
+        # Blocks (up to `timeout`) until rank 0 of some attempt has published.
+        address, port, token = agent_store.get(_ADDRESS_KEY).decode().rsplit(":", 2)
+        store = _connect_if_live(address, int(port), token, world_size)
+        if store is not None:
+            store.set_timeout(timeout)
+            return store
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no live rank 0 store at {address}:{port} after {timeout}")
+        time.sleep(0.2)
+
+
+_ADDRESS_KEY = "lm1b/rank0_store"
+_TOKEN_KEY = "lm1b/token"
+
+
+def _address_towards(host: str) -> str:
+    """This machine's address on the route to `host`, which the other nodes can reach."""
+    family, kind, _, _, address = socket.getaddrinfo(host, 1, type=socket.SOCK_DGRAM)[0]
+    with socket.socket(family, kind) as probe:
+        probe.connect(address)  # UDP: picks the route, sends nothing
+        return probe.getsockname()[0]
+
+
+def _connect_if_live(host: str, port: int, token: str, world_size: int) -> dist.Store | None:
+    """A client of the store at host:port if it is the one that published `token`, else None."""
+    try:  # a plain probe first: a dead server refuses at once (TCPStore would retry and log)
+        socket.create_connection((host, port), timeout=5).close()
+        store = dist.TCPStore(host, port, world_size, is_master=False, timeout=timedelta(seconds=5))
+    except (OSError, RuntimeError):
+        return None
+    if not store.check([_TOKEN_KEY]) or store.get(_TOKEN_KEY).decode() != token:
+        return None  # another job's store on a reused port
+    return store
 
 
 def init_distributed(device_preference: str = "auto") -> DistContext:
@@ -139,7 +189,7 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
         os.environ.setdefault("WORLD_SIZE", str(world_size))
         backend = "nccl" if device.type == "cuda" else "gloo"
         timeout = timedelta(minutes=30)  # torch's default for both backends
-        store = _attempt_store(world_size, timeout)
+        store = _worker_store(rank, world_size, timeout)
         if store is None:
             dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
         else:
