@@ -25,7 +25,7 @@ PY    := $(BIN)/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint demo synthetic train eval score bench gpu-check gpu-wheels table data summary tensorboard clean
+.PHONY: help setup test test-fast lint demo synthetic train eval score bench gpu-check gpu-wheels table data summary paper-size-check corpus-scale-check tensorboard clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -94,6 +94,12 @@ data: $(STAMP) ## download, verify and prepare the full LM1B corpus under data/l
 
 summary: $(STAMP) ## parameter counts of a variant: make summary CONFIG=glstm_k8
 	$(PY) -m lm1b.summary experiment=$(CONFIG) $(ARGS)
+
+paper-size-check: $(STAMP) ## paper size on this CPU: fit, checkpoint, exact resume, evaluation (20 GB memory, 30 GB disk)
+	$(PY) scripts/paper_size_check.py $(ARGS)
+
+corpus-scale-check: $(STAMP) ## vocabulary build and loader on a generated LM1B-sized corpus (5 GB disk)
+	$(PY) scripts/corpus_scale_check.py $(ARGS)
 
 # Loopback only by default: on a shared login node every interface would publish every run's
 # metrics and config. Reach it through an SSH tunnel, or opt in with TB_HOST=0.0.0.0.

@@ -1,5 +1,5 @@
 """Kill it at any moment and resume to the same numbers: whole runs in subprocesses, in one
-process and under torchrun with 2 gloo ranks (RELIABILITY.md #5, #6, #10, #12, #14, #23)."""
+process and under torchrun with 2 gloo ranks (docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -66,6 +66,19 @@ def test_resume_in_a_new_process_is_bit_identical(tmp_path, tiny_overrides):
     assert "max_steps: 16\n" in later.read_text()
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
     assert_same_state(final_state(tmp_path / "a", 16), final_state(tmp_path / "b", 16))
+
+
+def test_checkpoints_written_in_the_background_equal_synchronous_ones(tmp_path, tiny_overrides):
+    """trainer.async_checkpoint: the host copy taken at the step is what lands on disk, and a
+    resume from it reproduces the synchronous run."""
+    args = [*TRAIN, *tiny_overrides, "optim=adagrad", "trainer.checkpoint_every=4"]
+    run([*args, "trainer.max_steps=16", f"hydra.run.dir={tmp_path / 'sync'}"], tmp_path)
+    background = [*args, "trainer.async_checkpoint=true", f"hydra.run.dir={tmp_path / 'bg'}"]
+    run([*background, "trainer.max_steps=10"], tmp_path)
+    assert_same_state(final_state(tmp_path / "sync", 8), final_state(tmp_path / "bg", 8))
+    run([*background, "trainer.max_steps=16"], tmp_path)
+    assert losses(tmp_path / "sync") == losses(tmp_path / "bg")
+    assert_same_state(final_state(tmp_path / "sync", 16), final_state(tmp_path / "bg", 16))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])

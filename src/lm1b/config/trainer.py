@@ -24,8 +24,14 @@ class TrainerConfig:
     # run validates (keep_best), outside the keep_last rotation.
     patience: int = 0
     keep_best: bool = True
-    checkpoint_every: int = 1000  # steps between checkpoints (0: only at the end / on signal)
+    # Steps between checkpoints (0: none by step count, only every checkpoint_every_minutes,
+    # at the end and on a signal).
+    checkpoint_every: int = 0
     checkpoint_every_minutes: float = 30.0
+    # Write checkpoints in the background from a host copy of the state taken at the step
+    # (lm1b.training.background_save): the step stalls for the copy, not for the disk. Needs
+    # host memory for one checkpoint (14 GB at paper size). null: on a GPU only.
+    async_checkpoint: bool | None = None
     keep_last: int = 3
     resume: str = "auto"  # auto: newest valid checkpoint in the run dir; never; or a path
     # Start a fresh run from the model weights (and tokenizer) of this checkpoint file or run

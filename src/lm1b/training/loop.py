@@ -27,6 +27,7 @@ from lm1b.data.batch import Batch
 from lm1b.data.eval_stream import EvalStream
 from lm1b.data.train_loader import TrainLoader
 from lm1b.evaluation import evaluate_stream
+from lm1b.training.background_save import BackgroundWriter, host_copy
 from lm1b.training.checkpoint import CheckpointManager
 from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
@@ -102,6 +103,10 @@ class Trainer:
         self._bar: tqdm | None = None
         self._bar_fields: dict[str, str] = {}  # what the progress bar shows after the counts
         self._data_error: str | None = None  # why this rank could not read its next batch
+        async_checkpoint = cfg.trainer.async_checkpoint
+        if async_checkpoint is None:
+            async_checkpoint = ctx.device.type == "cuda"
+        self._writer = BackgroundWriter() if async_checkpoint else None
 
     # ---- checkpoint state ------------------------------------------------------------------
 
@@ -146,10 +151,12 @@ class Trainer:
             None if saved is None else tuple(s.to(self.ctx.device) for s in saved)
         )
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, background: bool = True) -> None:
+        """Save the whole state as this step's checkpoint; collective (every rank calls).
+        `background=False` writes it before returning even under async_checkpoint."""
         state = self.state_dict()
         if self.ctx.is_main:
-            self.checkpoints.save(state, self.counters.step)
+            self._write(self.checkpoints.save, state, background)
         self._last_checkpoint = self.counters.step
         self.ctx.barrier()
 
@@ -157,8 +164,23 @@ class Trainer:
         """The whole state as `best.pt`: any command given the run directory then uses it."""
         state = self.state_dict()
         if self.ctx.is_main:
-            self.checkpoints.save_best(state, self.counters.step)
+            self._write(self.checkpoints.save_best, state)
         self.ctx.barrier()
+
+    def _write(self, save, state: dict, background: bool = True) -> None:
+        """`save(state, step)` now, or from a host copy in the background (async_checkpoint)."""
+        step = self.counters.step
+        if self._writer is None or not background:
+            self.finish_writes()
+            save(state, step)
+        else:
+            snapshot = host_copy(state)
+            self._writer.submit(lambda: save(snapshot, step))
+
+    def finish_writes(self) -> None:
+        """Wait for a checkpoint still being written in the background (raising its error)."""
+        if self._writer is not None:
+            self._writer.wait()
 
     # ---- validation -------------------------------------------------------------------------
 
@@ -188,14 +210,20 @@ class Trainer:
         accordingly)."""
         trainer_cfg = self.cfg.trainer
         self.model.train()
-        with PreemptionHandler() as preemption, self._progress_bar() as bar:
-            self._preemption = preemption
-            with logging_redirect_tqdm():
-                reason = self._run_steps(trainer_cfg, bar)
-        if reason != "signal" and self._last_validation != self.counters.step:
-            self._validate_and_log()
-        if self._last_checkpoint != self.counters.step:
-            self.save_checkpoint()
+        try:
+            with PreemptionHandler() as preemption, self._progress_bar() as bar:
+                self._preemption = preemption
+                with logging_redirect_tqdm():
+                    reason = self._run_steps(trainer_cfg, bar)
+            if reason != "signal" and self._last_validation != self.counters.step:
+                self._validate_and_log()
+            if self._last_checkpoint != self.counters.step:
+                self.save_checkpoint(background=False)  # the process exits next
+        finally:
+            # However the run ends, a checkpoint being written is finished first: the newest
+            # checkpoint on disk is whole before the process exits.
+            if self.ctx.is_main:
+                self.finish_writes()
         return reason
 
     def _run_steps(self, trainer_cfg, bar) -> str:

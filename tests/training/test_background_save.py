@@ -1,0 +1,42 @@
+"""The background checkpoint writer: a copy independent of training, one write at a time,
+errors raised in the training thread."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from lm1b.training.background_save import BackgroundWriter, host_copy
+
+
+def test_the_host_copy_does_not_change_with_the_training_state():
+    weight = torch.ones(3)
+    state = {"model": {"w": weight}, "ranks": [{"rng": torch.zeros(2)}], "step": 5}
+    copy = host_copy(state)
+    weight.add_(1.0)  # the next step changes the weights in place
+    assert torch.equal(copy["model"]["w"], torch.ones(3)) and copy["step"] == 5
+    assert copy["ranks"][0]["rng"] is not state["ranks"][0]["rng"]
+
+
+def test_one_write_at_a_time_and_errors_reach_the_next_wait():
+    writer, release, order = BackgroundWriter(), threading.Event(), []
+
+    def slow():
+        release.wait(5)
+        order.append("first")
+
+    writer.submit(slow)
+    release.set()
+    writer.submit(lambda: order.append("second"))  # waits for the first
+    writer.wait()
+    assert order == ["first", "second"]
+
+    def failing():
+        raise OSError(28, "No space left on device")
+
+    writer.submit(failing)
+    with pytest.raises(OSError, match="No space left"):
+        writer.wait()
+    writer.wait()  # the error is raised once
