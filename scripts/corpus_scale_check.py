@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=99)
     parser.add_argument("--words-per-shard", type=int, default=8_000_000)
     parser.add_argument("--types", type=int, default=2_400_000)
-    parser.add_argument("--batches", type=int, default=2000)
+    parser.add_argument("--batches", type=int, default=20_000)
     args = parser.parse_args()
     out = args.out.resolve()
     corpus, vocab = out / "corpus", out / "vocab.txt"
