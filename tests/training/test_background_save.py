@@ -40,3 +40,23 @@ def test_one_write_at_a_time_and_errors_reach_the_next_wait():
     with pytest.raises(OSError, match="No space left"):
         writer.wait()
     writer.wait()  # the error is raised once
+
+
+def test_a_failed_background_write_stops_the_run_at_the_next_save(tmp_path, tiny_overrides):
+    """The write fails in the background; the next save (any rank's collective) raises it."""
+    from lm1b.config import compose_config
+    from lm1b.training.distributed import DistContext
+    from lm1b.training.setup import build_trainer
+
+    cfg = compose_config([*tiny_overrides, "trainer.async_checkpoint=true", "trainer.max_steps=2"])
+    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    trainer = build_trainer(cfg, ctx, tmp_path, {}, config_yaml="")
+
+    def full_disk(state, step):
+        raise OSError(28, "No space left on device")
+
+    trainer.checkpoints.save = full_disk
+    trainer.save_checkpoint()  # returns once the host copy is taken
+    with pytest.raises(OSError, match="No space left"):
+        trainer.save_checkpoint()
+    trainer.metrics.close()

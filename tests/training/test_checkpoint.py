@@ -82,9 +82,11 @@ def test_leftover_tmp_from_a_killed_writer_is_ignored_then_removed(tmp_path):
     manager = _saved(tmp_path, [10])
     tmp = tmp_path / "step-000000020.pt.tmp"
     tmp.write_bytes((tmp_path / "step-000000010.pt").read_bytes()[:100])
+    best_tmp = tmp_path / "best.pt.tmp"  # a background write of best.pt, killed
+    best_tmp.write_bytes(b"partial")
     assert manager.paths() == [tmp_path / "step-000000010.pt"]
     assert _latest_step(manager) == 10
-    assert not tmp.exists()
+    assert not tmp.exists() and not best_tmp.exists()
 
 
 @pytest.mark.parametrize(

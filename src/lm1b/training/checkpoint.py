@@ -99,16 +99,24 @@ def load_checkpoint(path: str | Path) -> dict:
     """
     path = Path(path)
     try:
-        # Memory-mapped: the tensors are read from the file as they are used, not copied into
-        # memory first. At paper size the checkpoint (14 GB) would otherwise be held on top
-        # of the model and optimizer state it is loaded into.
-        state = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+        state = _load_mapped(path)
     # torch.load raises many types for a bad file (UnpicklingError, EOFError, RuntimeError from
     # the zip reader, OSError, ...); callers need one type and a message naming the file.
     except Exception as exc:
         raise CheckpointError(f"cannot load checkpoint {path}: {exc}") from exc
     _check_meta(state, path)
     return state
+
+
+def _load_mapped(path: Path) -> dict:
+    """torch.load memory-mapped: the tensors are read from the file as they are used, not
+    copied into memory first (at paper size the 14 GB checkpoint would otherwise be held on
+    top of the model and optimizer state it is loaded into). A filesystem that cannot map
+    files gets a plain load."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+    except Exception:  # the plain load says what is wrong with the file, if anything is
+        return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def find_checkpoint(path: str | Path, prefer_best: bool = False) -> tuple[Path, dict]:
@@ -277,10 +285,13 @@ class CheckpointManager:
         return True
 
     def _remove_leftover_tmp_files(self) -> None:
-        """Remove `step-*.pt.tmp` files; they are never complete (the rename did not happen)."""
+        """Remove `step-*.pt.tmp` and `best.pt.tmp` files; they are never complete (the rename
+        did not happen)."""
         if not self.directory.is_dir():
             return
-        for tmp in self.directory.glob("step-*.pt" + TMP_SUFFIX):
+        leftovers = [*self.directory.glob("step-*.pt" + TMP_SUFFIX)]
+        leftovers += self.directory.glob(BEST_NAME + TMP_SUFFIX)
+        for tmp in leftovers:
             try:
                 tmp.unlink()
                 logger.info("removed incomplete checkpoint %s", tmp)

@@ -116,9 +116,12 @@ def _worker_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store 
     new round would look in different namespaces and wait there for 30 min.
 
     Instead rank 0 serves a new TCPStore (the process group's) on a free port and publishes
-    its address and a random token in torchrun's store. Every agent stops its workers before
-    the next round, so an address left by an earlier attempt belongs to a dead process: the
-    other ranks retry until the address answers and the server holds the published token.
+    where to find it and a random token in torchrun's store. Every agent stops its workers
+    before the next round, so an address left by an earlier attempt belongs to a dead process:
+    the other ranks retry until an address answers and the server holds the published token.
+    Rank 0's host is published two ways, since neither always works: MASTER_ADDR (right when
+    rank 0 runs on the rendezvous host, where its own name may resolve to a loopback address)
+    and the address of the interface that routes to MASTER_ADDR (right when it runs elsewhere).
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
@@ -128,24 +131,26 @@ def _worker_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store 
     )
     if rank == 0:
         token = uuid.uuid4().hex
+        # The server listens on every interface; its own client reaches it over loopback
+        # (MASTER_ADDR need not be this node).
         store = dist.TCPStore(
-            host, 0, world_size, is_master=True, timeout=timeout, wait_for_workers=False
+            "localhost", 0, world_size, is_master=True, timeout=timeout, wait_for_workers=False
         )
         store.set(_TOKEN_KEY, token)
-        # Rank 0's own address: MASTER_ADDR is the rendezvous store's host, which need not be
-        # the node rank 0 landed on.
-        agent_store.set(_ADDRESS_KEY, f"{_address_towards(host)}:{store.port}:{token}")
+        hosts = " ".join(dict.fromkeys([host, _address_towards(host)]))
+        agent_store.set(_ADDRESS_KEY, f"{store.port} {token} {hosts}")
         return store
     deadline = time.monotonic() + timeout.total_seconds()
     while True:
         # Blocks (up to `timeout`) until rank 0 of some attempt has published.
-        address, port, token = agent_store.get(_ADDRESS_KEY).decode().rsplit(":", 2)
-        store = _connect_if_live(address, int(port), token, world_size)
-        if store is not None:
-            store.set_timeout(timeout)
-            return store
+        port, token, *hosts = agent_store.get(_ADDRESS_KEY).decode().split(" ")
+        for address in hosts:
+            store = _connect_if_live(address, int(port), token, world_size)
+            if store is not None:
+                store.set_timeout(timeout)
+                return store
         if time.monotonic() > deadline:
-            raise TimeoutError(f"no live rank 0 store at {address}:{port} after {timeout}")
+            raise TimeoutError(f"no live rank 0 store at {hosts} port {port} after {timeout}")
         time.sleep(0.2)
 
 

@@ -28,7 +28,7 @@ from lm1b.data.eval_stream import EvalStream
 from lm1b.data.train_loader import TrainLoader
 from lm1b.evaluation import evaluate_stream
 from lm1b.training.background_save import BackgroundWriter, host_copy
-from lm1b.training.checkpoint import CheckpointManager
+from lm1b.training.checkpoint import CheckpointError, CheckpointManager
 from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
 from lm1b.training.hooks import StepHooks
@@ -154,24 +154,35 @@ class Trainer:
     def save_checkpoint(self, background: bool = True) -> None:
         """Save the whole state as this step's checkpoint; collective (every rank calls).
         `background=False` writes it before returning even under async_checkpoint."""
-        state = self.state_dict()
-        if self.ctx.is_main:
-            self._write(self.checkpoints.save, state, background)
+        self._save(self.checkpoints.save, background)
         self._last_checkpoint = self.counters.step
-        self.ctx.barrier()
 
     def save_best_checkpoint(self) -> None:
         """The whole state as `best.pt`: any command given the run directory then uses it."""
-        state = self.state_dict()
-        if self.ctx.is_main:
-            self._write(self.checkpoints.save_best, state)
-        self.ctx.barrier()
+        self._save(self.checkpoints.save_best, background=True)
 
-    def _write(self, save, state: dict, background: bool = True) -> None:
-        """`save(state, step)` now, or from a host copy in the background (async_checkpoint)."""
+    def _save(self, save, background: bool) -> None:
+        """Gather the state, write it on rank 0, and agree on the outcome: if rank 0 could not
+        write (this checkpoint, or the previous one in the background), every rank raises,
+        instead of the others waiting for it until the process group's timeout."""
+        state = self.state_dict()
+        failure = None
+        if self.ctx.is_main:
+            try:
+                self._write(save, state, background)
+            except Exception as error:  # reported to every rank below
+                failure = error
+        if self.ctx.all_reduce_max(float(failure is not None)):
+            if failure is not None:
+                raise failure
+            raise CheckpointError("rank 0 could not write a checkpoint; see its log")
+
+    def _write(self, save, state: dict, background: bool) -> None:
+        """`save(state, step)` now, or from a host copy in the background (async_checkpoint).
+        The previous background write is finished first: one host copy at a time."""
         step = self.counters.step
+        self.finish_writes()
         if self._writer is None or not background:
-            self.finish_writes()
             save(state, step)
         else:
             snapshot = host_copy(state)
@@ -282,10 +293,11 @@ class Trainer:
         timeout. (The stand-in step is skipped on every rank.)"""
         try:
             return next(batches).to(self.ctx.device, non_blocking=True)
-        except OSError as error:
+        except Exception as error:  # any failure: a missing shard, a dead loader worker
             # A loader worker's error arrives with the worker's traceback: keep its last line.
-            self._data_error = str(error).strip().splitlines()[-1]
-            logger.error("rank %d could not read its training data: %s", self.ctx.rank, error)
+            last_line = (str(error).strip().splitlines() or [""])[-1]
+            self._data_error = f"{type(error).__name__}: {last_line}"
+            logger.exception("rank %d could not read its training data", self.ctx.rank)
             shape = (self.cfg.data.batch_size // self.ctx.world_size, self.cfg.data.num_steps)
             zeros = torch.zeros(shape, dtype=torch.int64, device=self.ctx.device)
             return Batch(zeros, zeros)

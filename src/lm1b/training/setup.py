@@ -106,7 +106,7 @@ TRAINING_STATE_KEYS = ("config", "tokenizer", "model", "optimizers", "counters",
 def find_resume_checkpoint(cfg: TrainConfig, ctx: DistContext, checkpoints: CheckpointManager):
     """The checkpoint to resume from (every rank loads the file rank 0 chose), or None."""
     resume = cfg.trainer.resume
-    path = None
+    path, state = None, None  # rank 0's choice, and its state when finding it loaded it
     if ctx.is_main and resume == "auto":
         found = checkpoints.latest(required_keys=TRAINING_STATE_KEYS)
         if found is None and checkpoints.paths():
@@ -115,14 +115,14 @@ def find_resume_checkpoint(cfg: TrainConfig, ctx: DistContext, checkpoints: Chec
                 f"{checkpoints.directory} holds checkpoints but none is valid; move them away "
                 "or pass trainer.resume=never"
             )
-        path = None if found is None else str(found[0])
+        path, state = (None, None) if found is None else (str(found[0]), found[1])
     elif ctx.is_main and resume != "never":
         path = str(resolve_checkpoint(resume))
     path = ctx.broadcast_object(path)
     if path is None:
         return None
     logger.info("resuming from %s", path)
-    return load_checkpoint(path)
+    return state if state is not None else load_checkpoint(path)
 
 
 # Model fields that fix the shapes of the weights: an init_from checkpoint must agree on them.
