@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from lm1b.training.background_save import BackgroundWriter, host_copy
+from lm1b.training.background_save import CheckpointWriter, host_copy
 
 
 def test_the_host_copy_does_not_change_with_the_training_state():
@@ -21,25 +21,26 @@ def test_the_host_copy_does_not_change_with_the_training_state():
 
 
 def test_one_write_at_a_time_and_errors_reach_the_next_wait():
-    writer, release, order = BackgroundWriter(), threading.Event(), []
+    writer = CheckpointWriter(background=True, device=torch.device("cpu"))
+    release, order = threading.Event(), []
 
-    def slow():
+    def slow(state, step):
         release.wait(5)
-        order.append("first")
+        order.append(("first", step))
 
-    writer.submit(slow)
+    writer.write(slow, {}, 1)
     release.set()
-    writer.submit(lambda: order.append("second"))  # waits for the first
-    writer.wait()
-    assert order == ["first", "second"]
+    writer.write(lambda state, step: order.append(("second", step)), {}, 2)  # waits for the first
+    writer.finish()
+    assert order == [("first", 1), ("second", 2)]
 
-    def failing():
+    def failing(state, step):
         raise OSError(28, "No space left on device")
 
-    writer.submit(failing)
+    writer.write(failing, {}, 3)
     with pytest.raises(OSError, match="No space left"):
-        writer.wait()
-    writer.wait()  # the error is raised once
+        writer.finish()
+    writer.finish()  # the error is raised once
 
 
 def test_a_failed_background_write_stops_the_run_at_the_next_save(tmp_path, tiny_overrides):

@@ -30,20 +30,32 @@ def host_copy(state: Any) -> Any:
     return state
 
 
-class BackgroundWriter:
-    """Runs one write at a time in a background thread."""
+class CheckpointWriter:
+    """Writes checkpoints on rank 0: in the step, or from a host copy in a background thread.
+    One write at a time: every write, and `finish()`, first waits for the one in progress and
+    raises its error, if it failed."""
 
-    def __init__(self) -> None:
+    def __init__(self, background: bool | None, device: torch.device) -> None:
+        # null (the default): in the background on a GPU, where the host copy is a transfer;
+        # on a CPU it would double the process's memory.
+        self.background = device.type == "cuda" if background is None else background
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def submit(self, write: Callable[[], Any]) -> None:
-        """Wait for the previous write, then start `write` in the background."""
-        self.wait()
-        self._thread = threading.Thread(target=self._run, args=(write,), name="checkpoint")
+    def write(self, save: Callable[[Any, int], Any], state: Any, step: int, *, now=False):
+        """`save(state, step)`: before returning when `now` or not in the background, else
+        from a host copy taken here and written by a thread."""
+        self.finish()
+        if now or not self.background:
+            save(state, step)
+            return
+        snapshot = host_copy(state)
+        self._thread = threading.Thread(
+            target=self._run, args=(lambda: save(snapshot, step),), name="checkpoint"
+        )
         self._thread.start()
 
-    def wait(self) -> None:
+    def finish(self) -> None:
         """Wait for the write in progress; raise its error, if it failed."""
         if self._thread is not None:
             self._thread.join()
@@ -55,5 +67,5 @@ class BackgroundWriter:
     def _run(self, write: Callable[[], Any]) -> None:
         try:
             write()
-        except BaseException as error:  # raised in the training thread by the next wait()
+        except BaseException as error:  # raised in the training thread by the next finish()
             self._error = error

@@ -27,7 +27,7 @@ from lm1b.data.batch import Batch
 from lm1b.data.eval_stream import EvalStream
 from lm1b.data.train_loader import TrainLoader
 from lm1b.evaluation import evaluate_stream
-from lm1b.training.background_save import BackgroundWriter, host_copy
+from lm1b.training.background_save import CheckpointWriter
 from lm1b.training.checkpoint import CheckpointError, CheckpointManager
 from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
@@ -103,10 +103,7 @@ class Trainer:
         self._bar: tqdm | None = None
         self._bar_fields: dict[str, str] = {}  # what the progress bar shows after the counts
         self._data_error: str | None = None  # why this rank could not read its next batch
-        async_checkpoint = cfg.trainer.async_checkpoint
-        if async_checkpoint is None:
-            async_checkpoint = ctx.device.type == "cuda"
-        self._writer = BackgroundWriter() if async_checkpoint else None
+        self.writer = CheckpointWriter(cfg.trainer.async_checkpoint, ctx.device)
 
     # ---- checkpoint state ------------------------------------------------------------------
 
@@ -151,17 +148,17 @@ class Trainer:
             None if saved is None else tuple(s.to(self.ctx.device) for s in saved)
         )
 
-    def save_checkpoint(self, background: bool = True) -> None:
+    def save_checkpoint(self, now: bool = False) -> None:
         """Save the whole state as this step's checkpoint; collective (every rank calls).
-        `background=False` writes it before returning even under async_checkpoint."""
-        self._save(self.checkpoints.save, background)
+        `now` writes it before returning even under async_checkpoint."""
+        self._save(self.checkpoints.save, now)
         self._last_checkpoint = self.counters.step
 
     def save_best_checkpoint(self) -> None:
         """The whole state as `best.pt`: any command given the run directory then uses it."""
-        self._save(self.checkpoints.save_best, background=True)
+        self._save(self.checkpoints.save_best, now=False)
 
-    def _save(self, save, background: bool) -> None:
+    def _save(self, save, now: bool) -> None:
         """Gather the state, write it on rank 0, and agree on the outcome: if rank 0 could not
         write (this checkpoint, or the previous one in the background), every rank raises,
         instead of the others waiting for it until the process group's timeout."""
@@ -169,29 +166,13 @@ class Trainer:
         failure = None
         if self.ctx.is_main:
             try:
-                self._write(save, state, background)
+                self.writer.write(save, state, self.counters.step, now=now)
             except Exception as error:  # reported to every rank below
                 failure = error
         if self.ctx.all_reduce_max(float(failure is not None)):
             if failure is not None:
                 raise failure
             raise CheckpointError("rank 0 could not write a checkpoint; see its log")
-
-    def _write(self, save, state: dict, background: bool) -> None:
-        """`save(state, step)` now, or from a host copy in the background (async_checkpoint).
-        The previous background write is finished first: one host copy at a time."""
-        step = self.counters.step
-        self.finish_writes()
-        if self._writer is None or not background:
-            save(state, step)
-        else:
-            snapshot = host_copy(state)
-            self._writer.submit(lambda: save(snapshot, step))
-
-    def finish_writes(self) -> None:
-        """Wait for a checkpoint still being written in the background (raising its error)."""
-        if self._writer is not None:
-            self._writer.wait()
 
     # ---- validation -------------------------------------------------------------------------
 
@@ -229,12 +210,11 @@ class Trainer:
             if reason != "signal" and self._last_validation != self.counters.step:
                 self._validate_and_log()
             if self._last_checkpoint != self.counters.step:
-                self.save_checkpoint(background=False)  # the process exits next
+                self.save_checkpoint(now=True)  # the process exits next
         finally:
             # However the run ends, a checkpoint being written is finished first: the newest
-            # checkpoint on disk is whole before the process exits.
-            if self.ctx.is_main:
-                self.finish_writes()
+            # checkpoint on disk is whole before the process exits (a no-op off rank 0).
+            self.writer.finish()
         return reason
 
     def _run_steps(self, trainer_cfg, bar) -> str:
