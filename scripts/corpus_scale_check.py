@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
+from measured_run import ROOT, run
 
 
 def _word(index: int) -> str:
@@ -55,21 +53,12 @@ def generate(out: Path, shards: int, words_per_shard: int, types: int, seed: int
     return time.perf_counter() - started
 
 
-def measured(code: str, *args: str) -> dict:
-    """Run `code` in a fresh interpreter; its JSON result, wall time and peak memory."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    output = proc.stdout.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {code[:80]}...")
-    return {
-        **json.loads(output.strip().splitlines()[-1]),
-        "seconds": time.perf_counter() - started,
-        "peak_rss_bytes": usage.ru_maxrss * 1024,
-    }
+def measured(code: str, log: Path, *args: str) -> dict:
+    """Run `code` in a fresh interpreter (output in `log`); the JSON line it prints last, its
+    wall time and its peak memory."""
+    result = run([sys.executable, "-c", code, *args], log)
+    printed = [line for line in log.read_text().splitlines() if line.startswith("{")]
+    return {**json.loads(printed[-1]), **result}
 
 
 BUILD = """
@@ -117,10 +106,12 @@ def main() -> None:
         corpus, args.shards, args.words_per_shard, args.types, seed=1
     )
     report["corpus_bytes"] = sum(p.stat().st_size for p in corpus.iterdir())
-    report["vocabulary"] = measured(BUILD, str(corpus), str(vocab))
+    report["vocabulary"] = measured(BUILD, out / "vocabulary.log", str(corpus), str(vocab))
     tenth = max(args.shards // 10, 1)
     report["loader"] = [
-        measured(STREAM, str(corpus), str(vocab), str(n), str(args.batches))
+        measured(
+            STREAM, out / f"loader-{n}.log", str(corpus), str(vocab), str(n), str(args.batches)
+        )
         for n in (tenth, args.shards)
     ]
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -27,15 +27,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from measured_run import ROOT, run
 
-ROOT = Path(__file__).resolve().parents[1]
 PAPER_VOCAB = 793_471
 REAL_VOCAB = ROOT / "data" / "lm1b" / "1b_word_vocab.txt"
 ROWS, STEPS_PER_ROW = 2, 20
@@ -72,18 +70,6 @@ def write_text(vocab: Path, path: Path, sentences: int, seed: int) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return int(lengths.sum())
-
-
-def run(command: list[str], log: Path) -> dict:
-    """Run `command`; its wall time and peak resident memory (this process's child only)."""
-    started = time.perf_counter()
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed ({log}): {' '.join(command)}\n{log.read_text()[-3000:]}")
-    return {"seconds": seconds, "peak_rss_bytes": usage.ru_maxrss * 1024}
 
 
 def log_times(log: Path, pattern: str) -> list[float]:
