@@ -1,9 +1,12 @@
 """Every command's run directory: the run id that names it (the same on every rank of a run
-and across its restarts), the resolvers the Hydra configs use, and a Hydra callback that checks a command's run directory before Hydra creates it or writes
-its `.hydra/` files: a path that is a regular file, or on a full disk, ends the command in one
-line (Hydra would print a traceback, or an error naming no file), and a directory that already holds a run keeps its first composed config
-in `.hydra/`, each later start's in `.hydra/<time>/` (so that a resume, or a start refused for
-changed settings, never overwrites the record of the run that is in the checkpoints)."""
+and across its restarts), the resolvers the Hydra configs use, and a Hydra callback that
+checks the directory before Hydra creates it or writes its `.hydra/` files.
+
+A path that is a regular file, or on a full disk, ends the command in one line (Hydra would
+print a traceback, or an error naming no file). A directory that already holds a run keeps
+its first composed config in `.hydra/` and each later start's in `.hydra/<time>/`, so that a
+resume, or a start refused for changed settings, never overwrites the record of the run that
+is in the checkpoints."""
 
 from __future__ import annotations
 
