@@ -42,7 +42,7 @@ HOST_BYTES_PER_VOCAB_ENTRY = 240
 class MemoryEstimate:
     """Bytes on one rank; `activations_per_row` is per sequence of the rank's batch."""
 
-    weights: int
+    weights: int  # fp32 weights, and under bf16 the step's bf16 copy of the LSTM weights
     gradients: int
     optimizer: int
     ema: int
@@ -98,8 +98,7 @@ def estimate_training_memory(
     table_slots = 2 if optim.tables == "adam" else 1
     optimizer = rnn * FP32 * slots + tables * FP32 * table_slots
     ema = rnn * FP32 if optim.ema_decay else 0
-    if precision == "bf16":
-        ema += rnn * 2  # the step's bf16 copy of the LSTM weights (counted with the fixed part)
+    bf16_copy = rnn * 2 if precision == "bf16" else 0  # the step's bf16 LSTM weights
 
     per_token = p * (value + MASK_BYTES)  # embedding output and its dropout mask
     for _ in range(model.num_layers):
@@ -110,7 +109,7 @@ def estimate_training_memory(
     logits = (samples + 1) if samples else vocab_size
     per_token += 2 * FP32 * logits  # logits (upcast to fp32) and their gradient
     return MemoryEstimate(
-        weights=counts["total"] * FP32,
+        weights=counts["total"] * FP32 + bf16_copy,
         gradients=gradients,
         optimizer=optimizer,
         ema=ema,
