@@ -80,7 +80,7 @@ bench: $(STAMP) ## benchmark every variant: make bench PRESET=tiny|cpu|full
 	$(PY) -m lm1b.bench preset=$(PRESET) $(ARGS)
 
 # No $(STAMP): a GPU machine brings its own CUDA torch (the script picks .venv when there is one).
-gpu-check: ## the GPU check (env, GPU tests, bench preset=full) in under 8 minutes: make gpu-check [ARGS=...]
+gpu-check: ## the GPU check (env, GPU tests, bench preset=full), about 8 minutes: make gpu-check [ARGS=...]
 	scripts/gpu_check.sh $(ARGS)
 
 gpu-wheels: $(STAMP) ## hydra-core, omegaconf, antlr4 as wheels in .whl/ for a GPU machine without them

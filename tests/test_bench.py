@@ -23,6 +23,7 @@ import torch
 import lm1b.benchmark.session
 import lm1b.commands.bench
 from lm1b.atomic_files import write_json_atomically
+from lm1b.benchmark.breakdown import PARTS
 from lm1b.benchmark.candidates import compose_variant_config
 from lm1b.benchmark.report import baseline_seconds, ratio_to_baseline
 from lm1b.benchmark.timing import PHASES, measure_copy_bandwidth, time_phases
@@ -42,7 +43,7 @@ RECORD_FIELDS = {
     "name", "words_per_sec", "ratio_to_biglstm", "paper_ratio", "rnn_params", "tflops",
     "peak_fraction", "memory_bytes", "flops_per_word", "pass_seconds_per_step", "breakdown_ms",
     "fast_paths", "build_seconds", "warmup_seconds", "ratio_to_cudnn", "fast_paths_engaged",
-    "host_syncs_per_step",
+    "host_syncs_per_step", "precision",
 }  # fmt: skip
 CPU = torch.device("cpu")
 
@@ -67,6 +68,9 @@ def test_tiny_preset_writes_bench_json_for_every_variant(tmp_path):
     # One measurement of each ceiling before the variants are built, then one per pass.
     assert len(report["pass_ceiling_tflops"]) == len(report["pass_copy_ceiling_gbps"]) == 3
     assert report["cuda"] == torch.version.cuda and report["cudnn"] is None
+    # On a CPU: no TF32, and every variant timed together in one group.
+    assert report["tf32"] is None and report["memory_plan"]["groups"] == [list(VARIANTS)]
+    assert report["memory_plan"]["free_bytes"] is None
     assert datetime.fromisoformat(report["date"]).utcoffset().total_seconds() == 0
     records = {r["name"]: r for r in report["variants"]}
     assert list(records) == list(VARIANTS)
@@ -75,10 +79,20 @@ def test_tiny_preset_writes_bench_json_for_every_variant(tmp_path):
         assert record["words_per_sec"] > 0 and len(record["pass_seconds_per_step"]) == 2
         assert list(record["breakdown_ms"]) == list(PHASES)
         assert all(ms > 0 for ms in record["breakdown_ms"].values())
-        assert record["fast_paths"] and not any(record["fast_paths"].values())  # CUDA only
-        assert not any(record["fast_paths_engaged"].values())
+        # CUDA graphs on CUDA only; the fused cell (its backward) on our stacks here too.
+        ours = record["model_type"] != "biglstm_cudnn"
+        assert record["fast_paths"] == {"cuda_graphs": False, "fused_cell": ours}
+        assert record["fast_paths_engaged"] == record["fast_paths"]
+        # The accounting: every part, none negative (they are disjoint pieces of the profiled
+        # step), the LSTM's parts on our stacks only (nn.LSTM is one opaque call).
+        accounting = record["accounting_ms"]
+        assert list(accounting) == list(PARTS) and min(accounting.values()) >= 0
+        lstm_parts = accounting["cell"], accounting["window_products"], accounting["step_products"]
+        assert all(ms > 0 for ms in lstm_parts) if ours else not any(lstm_parts)
+        assert accounting["tables"] > 0 and accounting["optimizer"] > 0
         assert record["skipped_steps"] == 0
         assert record["host_syncs_per_step"] is None  # counted on CUDA only
+        assert record["precision"] == report["precision"] == "fp32"
     # Each pass's baseline is the faster BIGLSTM: neither beats it, and in every pass one of
     # the two equals it.
     baselines = [records[name]["ratio_to_biglstm"] for name in ("biglstm", "biglstm_cudnn")]
@@ -116,9 +130,10 @@ def test_presets_and_their_overrides():
     assert (cpu.vocab_size, cpu.batch_size, cpu.num_steps, cpu.num_sampled) == (32768, 32, 20, 512)
     assert cpu.passes == 3 and cpu.steps_per_pass == 1 and cpu.threads == 1
     full = resolve_preset(BenchConfig(preset="full"))
-    assert (full.size, full.vocab_size, full.num_sampled, full.precision) == (
-        "paper", 793471, 8192, "bf16",
+    assert (full.size, full.vocab_size, full.num_sampled, full.precision, full.gpu_only) == (
+        "paper", 793471, 8192, "auto", True,
     )  # fmt: skip
+    assert not cpu.gpu_only and cpu.precision == PRESETS["tiny"].precision == "fp32"
     with pytest.raises(ConfigError, match="preset='huge' is invalid"):
         validate_bench_config(BenchConfig(preset="huge"))
     for variants in (["lstm"], ["glstm_k8", "glstm_k8"], []):
@@ -156,17 +171,19 @@ def test_bench_json_is_rewritten_after_every_stage_and_complete_only_at_the_end(
     monkeypatch.setattr(lm1b.benchmark.session, "write_json_atomically", record)
     path = tmp_path / "bench.json"
     final = run_benchmark(tiny(["biglstm", "glstm_k8"]), path)
-    # Ceilings, two builds, two passes, the breakdown, the host syncs.
-    assert [r["complete"] for r in saved] == [False] * 6 + [True]
+    # Ceilings, two builds, two passes, the breakdown, the accounting, the host syncs.
+    assert [r["complete"] for r in saved] == [False] * 7 + [True]
     assert json.loads(path.read_text()) == final == saved[-1]
     first = saved[0]
     assert (
         first["variants"] == [] and first["ceiling_tflops"] > 0 and first["copy_ceiling_gbps"] > 0
     )
-    assert [len(r["pass_ceiling_tflops"]) for r in saved] == [1, 1, 1, 2, 3, 3, 3]
-    assert [len(r["variants"]) for r in saved] == [0, 0, 0, 2, 2, 2, 2]
-    assert [len(r["variants"][0]["pass_seconds_per_step"]) for r in saved[3:]] == [1, 2, 2, 2]
-    assert saved[-3]["variants"][0]["breakdown_ms"] is None  # measured after the passes
+    assert [len(r["pass_ceiling_tflops"]) for r in saved] == [1, 1, 1, 2, 3, 3, 3, 3]
+    assert [len(r["variants"]) for r in saved] == [0, 0, 0, 2, 2, 2, 2, 2]
+    assert [len(r["variants"][0]["pass_seconds_per_step"]) for r in saved[3:]] == [1, 2, 2, 2, 2]
+    assert saved[-4]["variants"][0]["breakdown_ms"] is None  # measured after the passes
+    assert saved[-3]["variants"][0]["accounting_ms"] is None  # profiled after the breakdown
+    assert saved[-2]["variants"][0]["accounting_ms"] is not None
     breakdown = final["variants"][1]["breakdown_ms"]
     assert list(breakdown) == list(PHASES) and min(breakdown.values()) > 0
     # The breakdown's steps, synchronised only at their phases' ends, add up to about a step.
@@ -274,6 +291,6 @@ def test_non_finite_steps_are_counted_and_flagged():
     """A variant whose steps are all skipped (no optimizer work) must not pass for a fast one."""
     report = run_benchmark(tiny(["biglstm", "glstm_k2"], overrides=["testing.nan_every_step=true"]))
     steps = report["warmup_steps"] + report["passes"] * report["steps_per_pass"]
-    steps += report["breakdown_steps"]
+    steps += 2 * report["breakdown_steps"]  # the phases' and the accounting's steps
     assert [r["skipped_steps"] for r in report["variants"]] == [steps, steps]
     assert "WARNING glstm_k2: " in format_report(report)

@@ -1,6 +1,7 @@
-"""scripts/gpu_check.sh, the one prepared GPU check, run on the CPU at the tiny preset: it writes
-the environment, the GPU tests' output and a complete bench.json under $OUT, and fails only
-when the bench wrote no bench.json."""
+"""scripts/gpu_check.sh, the one prepared GPU check, on the CPU: without a GPU it refuses in one
+line before running anything; with ALLOW_CPU=1 (these tests only) at the tiny preset it writes
+the environment, the GPU tests' output and a complete bench.json under $OUT; the full preset
+is refused by the bench on a CPU, and the script then fails for want of a bench.json."""
 
 from __future__ import annotations
 
@@ -22,9 +23,15 @@ pytestmark = [
 ]
 
 
-def gpu_check(out: Path, preset: str, *args: str) -> subprocess.CompletedProcess:
-    """The script on the CPU even where there is a GPU (its GPU tests then skip: seconds)."""
-    env = {**os.environ, "OUT": str(out), "PRESET": preset, "PYTHON": sys.executable}
+def gpu_check(
+    out: Path, preset: str, *args: str, allow_cpu: bool = True
+) -> subprocess.CompletedProcess:
+    """The script on the CPU even where there is a GPU (its GPU tests then skip: seconds);
+    should the bench start a paper-size run here after all, it is stopped within 30 s."""
+    env = {name: value for name, value in os.environ.items() if name != "ALLOW_CPU"}
+    env.update(OUT=str(out), PRESET=preset, PYTHON=sys.executable, BENCH_TIMEOUT="30")
+    if allow_cpu:
+        env["ALLOW_CPU"] = "1"
     return subprocess.run(
         ["scripts/gpu_check.sh", *args],
         cwd=ROOT,
@@ -41,16 +48,29 @@ def test_the_tiny_preset_leaves_every_file_and_a_complete_bench_json(tmp_path):
     report = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert report["complete"] is True and report["preset"] == "tiny"
     assert [r["name"] for r in report["variants"]] == ["biglstm", "glstm_k8"]
-    assert f"torch {torch.__version__}" in (tmp_path / "env.txt").read_text()
+    env_txt = (tmp_path / "env.txt").read_text()
+    assert f"torch {torch.__version__}, CUDA {torch.version.cuda}, driver CUDA None" in env_txt
     assert " deselected" in (tmp_path / "gpu_tests.txt").read_text()  # pytest ran with -m gpu
     bench_txt = (tmp_path / "bench.txt").read_text()
     assert "copy ceiling" in bench_txt and "\nglstm_k8 " in bench_txt
     assert f"files in {tmp_path}" in result.stdout
 
 
-def test_it_fails_when_the_bench_wrote_no_bench_json(tmp_path):
-    result = gpu_check(tmp_path, "huge")
+def test_without_a_gpu_it_refuses_in_one_line_before_running_anything(tmp_path):
+    out = tmp_path / "out"
+    result = gpu_check(out, "tiny", allow_cpu=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"gpu_check: torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA device; "
+        "nothing was run (ALLOW_CPU=1 runs this script on the CPU, as its tests do)\n"
+    )
+    assert not out.exists()  # no environment, no tests, no bench
+
+
+def test_the_full_preset_on_a_cpu_is_refused_by_the_bench_and_the_script_fails(tmp_path):
+    result = gpu_check(tmp_path, "full")
     assert result.returncode != 0
     assert not (tmp_path / "bench" / "bench.json").exists()
-    assert "preset='huge' is invalid" in (tmp_path / "bench.txt").read_text()
+    bench_txt = (tmp_path / "bench.txt").read_text()
+    assert "lm1b.bench: preset='full' is invalid: it runs on a GPU only" in bench_txt
     assert "no bench.json" in result.stderr

@@ -4,6 +4,12 @@
     stream = build_eval_stream(data_config, files, tokenizer)
     totals = evaluate_stream(model, stream)
     print(totals.perplexity)
+
+The LSTM runs window by window, every row's state carried; the hidden states of the scored
+positions (the padding at the rows' ends left out) wait until `tokens_per_pass` of them are
+collected, and then go through the full softmax together. Each pass over the vocabulary reads
+the whole (V, p) softmax weight (3.25 GB at V = 793,471), so it is made once per
+`tokens_per_pass` tokens, not once per window.
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
+from lm1b.config.evaluate import DEFAULT_TOKENS_PER_PASS
 from lm1b.data.batch import Batch
 from lm1b.data.eval_stream import EvalStream
+from lm1b.models.language_model import LanguageModel, State
 
 
 @dataclass(frozen=True)
@@ -51,18 +60,13 @@ class EvalTotals:
         return self.num_tokens / max(self.seconds, 1e-9)
 
 
-def _rows(batch: Batch, rows: slice) -> Batch:
-    """Rows `rows` of every tensor of `batch`."""
-    mask = None if batch.mask is None else batch.mask[rows]
-    return Batch(batch.inputs[rows], batch.targets[rows], mask)
-
-
 @torch.no_grad()
 def evaluate_stream(
-    model: torch.nn.Module,
+    model: LanguageModel,
     stream: EvalStream,
     *,
     rows_per_step: int | None = None,
+    tokens_per_pass: int = DEFAULT_TOKENS_PER_PASS,
     max_batches: int | None = None,
     progress_bar: bool = False,
 ) -> EvalTotals:
@@ -70,32 +74,30 @@ def evaluate_stream(
 
     Each row of the stream is one contiguous run of sentences whose LSTM state is carried from
     window to window (and sentence to sentence) from a zero start, so the result depends on
-    the stream's rows (its batch size) but not on `rows_per_step`, the number of rows run
-    through the model at once (null: all of them), beyond float rounding. At most
-    `max_batches` windows of each row are scored (null: all). The model is put in eval mode
-    and returned to its previous mode; swap in EMA weights around the call if wanted.
+    the stream's rows (its batch size) but not, beyond float rounding, on `rows_per_step`, the
+    number of rows run through the LSTM at once (null: all of them), nor on `tokens_per_pass`,
+    the number of tokens scored per pass over the vocabulary. At most `max_batches` windows
+    of each row are scored (null: all). The model is put in eval mode and returned to its
+    previous mode; swap in EMA weights around the call if wanted.
     """
-    device = next(model.parameters()).device
     counts = stream.rank_counts
     num_rows = next(iter(stream)).inputs.shape[0]
     step = rows_per_step or num_rows
+    passes = SoftmaxPasses(model, tokens_per_pass)
     was_training = model.training
     model.eval()
     started = time.perf_counter()
     bar = tqdm(total=counts.num_tokens, disable=not progress_bar, unit="tok", unit_scale=True)
     try:
         with bar:
-            sums = [
-                _score_rows(model, stream, slice(first, first + step), max_batches, device, bar)
-                for first in range(0, num_rows, step)
-            ]
-        nll = torch.stack([s[0] for s in sums]).sum().item()  # one device sync for the pass
-        num_tokens = int(torch.stack([s[1] for s in sums]).sum().item())
+            for first in range(0, num_rows, step):
+                _run_rows(model, stream, slice(first, first + step), max_batches, passes, bar)
+            nll = passes.total_nll().item()  # one device sync for the pass
     finally:
         model.train(was_training)
     return EvalTotals(
         nll=nll,
-        num_tokens=num_tokens,
+        num_tokens=passes.num_tokens,
         num_words=counts.num_words,
         num_sentences=counts.num_sentences,
         num_unk=counts.num_unk,
@@ -103,18 +105,17 @@ def evaluate_stream(
     )
 
 
-def _score_rows(
-    model: torch.nn.Module,
+def _run_rows(
+    model: LanguageModel,
     stream: EvalStream,
     rows: slice,
     max_batches: int | None,
-    device: torch.device,
+    passes: SoftmaxPasses,
     bar: tqdm,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed NLL (float64) and scored-token count (int64) of rows `rows`, as device scalars,
-    the state of every row carried from window to window."""
-    nll = torch.zeros((), dtype=torch.float64, device=device)
-    count = torch.zeros((), dtype=torch.int64, device=device)
+) -> None:
+    """Run the LSTM over rows `rows`, the state of every row carried from window to window,
+    and hand the hidden states of every scored position to `passes`."""
+    device = model.softmax.weight.device
     state = None  # (h (L, B, p), c (L, B, n)); None: zeros for the first window
     for index, batch in enumerate(stream):
         window = _rows(batch, rows)  # (B, T) each, B = the rows of this group
@@ -122,9 +123,75 @@ def _score_rows(
         if (max_batches is not None and index >= max_batches) or window.num_tokens == 0:
             break
         bar.update(window.num_tokens)  # counted on the host: no device sync per window
+        positions = _scored_positions(window).to(device, non_blocking=True)  # (n,)
         window = window.to(device, non_blocking=True)
-        out = model(window.inputs, window.targets, state, mask=window.mask)
-        state = out.state
-        nll += out.nll_sum
-        count += out.num_tokens
-    return nll, count
+        outputs, state = lstm_outputs(model, window.inputs, state)  # (T, B, p)
+        hidden = outputs.reshape(-1, outputs.shape[-1])  # (T * B, p)
+        targets = window.targets.t().reshape(-1)  # (T * B,), the hidden states' order
+        passes.add(hidden.index_select(0, positions), targets.index_select(0, positions))
+
+
+def _rows(batch: Batch, rows: slice) -> Batch:
+    """Rows `rows` of every tensor of `batch`."""
+    mask = None if batch.mask is None else batch.mask[rows]
+    return Batch(batch.inputs[rows], batch.targets[rows], mask)
+
+
+def _scored_positions(window: Batch) -> Tensor:
+    """The scored (masked-in) positions of an evaluation window on the host, as indices into
+    its time-major flattening (T * B): (n,) int64. Found on the host, so that selecting them
+    on the device waits for nothing."""
+    return window.mask.t().reshape(-1).nonzero().squeeze(1)
+
+
+def lstm_outputs(model: LanguageModel, inputs: Tensor, state: State | None) -> tuple[Tensor, State]:
+    """The LSTM stack's outputs (T, B, p) for ids (B, T) from `state` (None: zeros), and its
+    final state: what the model's forward feeds the softmax, in eval mode (no dropout)."""
+    return model.rnn(model.embedding(inputs.t()), state)
+
+
+class SoftmaxPasses:
+    """Full-softmax NLL of hidden states handed in window by window, `tokens_per_pass` tokens
+    per pass over the vocabulary.
+
+    Every pass but the last covers exactly `tokens_per_pass` tokens, whatever the windows'
+    sizes; its logit blocks are (tokens_per_pass, model.vocab_chunk_size) float32.
+    """
+
+    def __init__(self, model: LanguageModel, tokens_per_pass: int) -> None:
+        self.model = model
+        self.tokens_per_pass = tokens_per_pass
+        self.num_tokens = 0  # tokens handed in, counted on the host: no device sync
+        self._nll = torch.zeros((), dtype=torch.float64, device=model.softmax.weight.device)
+        self._hidden: list[Tensor] = []  # (n, p) each, waiting for a pass
+        self._targets: list[Tensor] = []  # (n,) each
+        self._waiting = 0  # tokens in the two lists
+
+    def add(self, hidden: Tensor, targets: Tensor) -> None:
+        """Queue hidden states (n, p) with their targets (n,); run every pass now full."""
+        self._hidden.append(hidden)
+        self._targets.append(targets)
+        self._waiting += targets.numel()
+        self.num_tokens += targets.numel()
+        if self._waiting >= self.tokens_per_pass:
+            self._run(self._waiting - self._waiting % self.tokens_per_pass)
+
+    def total_nll(self) -> Tensor:
+        """Summed NLL (float64 device scalar) of every token handed in, the last pass run."""
+        if self._waiting:
+            self._run(self._waiting)
+        return self._nll
+
+    def _run(self, count: int) -> None:
+        """Score the first `count` waiting tokens; the rest waits for the next pass."""
+        hidden = torch.cat(self._hidden)  # (waiting, p)
+        targets = torch.cat(self._targets)  # (waiting,)
+        token_nll = self.model.softmax.token_nll(
+            hidden[:count],
+            targets[:count],
+            token_chunk_size=self.tokens_per_pass,
+            vocab_chunk_size=self.model.vocab_chunk_size,
+        )  # (count,)
+        self._nll += token_nll.double().sum()
+        self._hidden, self._targets = [hidden[count:]], [targets[count:]]
+        self._waiting -= count

@@ -11,7 +11,9 @@ import torch
 
 from lm1b.config.model import ModelConfig
 from lm1b.config.trainer import TrainerConfig
+from lm1b.models import acceleration
 from lm1b.models.acceleration import enable_fast_paths, fast_path_status
+from lm1b.models.cell import cell_backward, cell_forward
 from lm1b.models.graphs import LayerGraphs
 from lm1b.models.language_model import build_language_model
 from lm1b.models.lstm_stack import build_lstm_stack
@@ -108,11 +110,14 @@ def test_under_autocast_capture_is_on_the_second_call_with_half_precision_sample
     stack = stack_with_graphs(capture).float()
     with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
         _, state = run(stack, dtype=torch.float32)
-        # The zero state was already bf16, as the carried state is: capture now.
-        assert all(s.dtype == torch.bfloat16 for s in state) and capture.samples == []
+        # The zero state already had the carried state's dtypes (h bf16, c in the parameters'
+        # fp32): capture now.
+        assert [s.dtype for s in state] == [torch.bfloat16, torch.float32]
+        assert capture.samples == []
         run(stack, state=tuple(s.detach() for s in state), dtype=torch.float32)
-    (x1, h1, _), (x2, _, _) = capture.samples[0]
+    (x1, h1, c1), (x2, _, _) = capture.samples[0]
     assert (x1.dtype, x2.dtype, h1.dtype) == (torch.float32, torch.bfloat16, torch.bfloat16)
+    assert c1.dtype == torch.float32
 
 
 def test_a_failed_capture_warns_once_and_stays_eager(caplog):
@@ -127,7 +132,9 @@ def test_a_failed_capture_warns_once_and_stays_eager(caplog):
 
 
 @pytest.mark.parametrize("model_type", ["biglstm", "glstm", "flstm", "biglstm_cudnn"])
-def test_fast_paths_are_switched_on_for_our_stack_on_cuda_only(model_type):
+def test_fast_paths_are_switched_on_for_our_stack(model_type, monkeypatch):
+    """CUDA graphs on CUDA only; the fused cell on both devices, its backward only on a CPU."""
+    monkeypatch.setattr(acceleration, "compiler_for", lambda device: "/usr/bin/cc")
     cfg = ModelConfig(
         type=model_type,
         num_layers=2,
@@ -139,12 +146,15 @@ def test_fast_paths_are_switched_on_for_our_stack_on_cuda_only(model_type):
         num_sampled=5,
     )
     trainer = TrainerConfig(max_steps=1)
+    ours = model_type != "biglstm_cudnn"
     cpu_model = build_language_model(cfg)
     assert enable_fast_paths(cpu_model, trainer, torch.device("cpu")) == {
         "cuda_graphs": False,
-        "fused_cell": False,
+        "fused_cell": ours,
     }
-    ours = model_type != "biglstm_cudnn"
+    if ours:
+        cell = cpu_model.rnn.layers[0].cell
+        assert cell._forward is cell_forward and cell._backward is not cell_backward
     # Switching on only sets attributes (nothing is compiled or captured before a step), so
     # the CUDA branch can be checked without a GPU.
     model = build_language_model(cfg)
@@ -160,3 +170,35 @@ def test_fast_paths_are_switched_on_for_our_stack_on_cuda_only(model_type):
             "cuda_graphs": False,
             "fused_cell": False,
         }
+
+
+def test_without_a_compiler_the_cell_runs_unfused_and_says_so_once(monkeypatch, caplog):
+    monkeypatch.setattr(acceleration.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    cfg = ModelConfig(type="biglstm", projection_size=P, state_size=N, num_sampled=5)
+    model = build_language_model(cfg, vocab_size=50)
+    with caplog.at_level(logging.WARNING, logger="lm1b.models.acceleration"):
+        enabled = enable_fast_paths(model, TrainerConfig(max_steps=1), torch.device("cpu"))
+    assert enabled == {"cuda_graphs": False, "fused_cell": False}
+    assert not any(layer.cell.fused for layer in model.rnn.layers)
+    [warning] = [r.message for r in caplog.records]
+    assert "no C++ ($CXX or g++) compiler" in warning
+
+
+@pytest.mark.parametrize(
+    ("device", "variable", "default"), [("cpu", "CXX", "g++"), ("cuda", "CC", "gcc")]
+)
+def test_a_compiler_variable_that_is_set_is_the_only_compiler_looked_for(
+    monkeypatch, device, variable, default
+):
+    """torch.compile calls $CXX ($CC for Triton) when it is set, whether or not it exists: a
+    missing one means no compiler, however many others the PATH has."""
+    installed = {default: f"/usr/bin/{default}", "/opt/cc/bin/c++": "/opt/cc/bin/c++"}
+    monkeypatch.setattr(acceleration.shutil, "which", installed.get)
+    monkeypatch.setattr(acceleration.sys, "platform", "linux")
+    monkeypatch.setenv(variable, "/opt/missing/c++")
+    assert acceleration.compiler_for(torch.device(device)) is None
+    monkeypatch.setenv(variable, "/opt/cc/bin/c++")
+    assert acceleration.compiler_for(torch.device(device)) == "/opt/cc/bin/c++"
+    monkeypatch.delenv(variable)
+    assert acceleration.compiler_for(torch.device(device)) == f"/usr/bin/{default}"

@@ -13,18 +13,23 @@ import torch
 from lm1b.config.checks import ConfigError
 from lm1b.training.checkpoint import (
     META_KEY,
+    RESUME_ENTRIES,
     CheckpointError,
     CheckpointManager,
     checkpoint_name,
+    find_checkpoint,
     load_checkpoint,
-    resolve_checkpoint,
 )
 
 
 def _state(step: int) -> dict:
-    """A small training state shaped like the real one: tensors inside nested containers."""
+    """A small checkpoint shaped like the real one (every entry a trained model's use reads):
+    tensors inside nested containers."""
     return {
+        "config": {"model": {"type": "biglstm"}},
+        "tokenizer": {"kind": "word", "words": ["<S>"], "counts": [1]},
         "model": {"weight": torch.full((3, 2), float(step))},
+        "ema": None,
         "counters": {"step": step, "tokens": step * 100},
         "tags": ("a", 1, None, True, 0.5),
     }
@@ -146,8 +151,44 @@ def test_load_refuses_objects_outside_the_weights_only_allow_list(tmp_path):
         load_checkpoint(path)
 
 
-def test_all_corrupt_gives_none_and_resolve_raises(tmp_path, caplog):
-    """#2: nothing valid -> latest() is None (logged), resolve_checkpoint names the directory."""
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        pytest.param(lambda s: s["model"].update(w=[1.0]), "'model' holding a list", id="item"),
+        pytest.param(
+            lambda s: s["counters"].update(step="1"), "'counters.step' of type str", id="inner"
+        ),
+        pytest.param(
+            lambda s: s.update(ema={"shadow": []}), "lacks 'ema.num_updates'", id="inner-key"
+        ),
+        pytest.param(
+            lambda s: s.update(ema=[]), "'ema' of type list, expected dict or None", id="type"
+        ),
+    ],
+)
+def test_entries_are_checked_inside_entries_and_in_their_items(tmp_path, edit, problem):
+    """Beyond the top-level keys: the keys a loader reads inside an entry, and the type of
+    every tensor in a list or dict of them (the EMA's None needs nothing inside, see _state)."""
+    state = _state(10)
+    edit(state)
+    path = CheckpointManager(tmp_path).save(state, 10)
+    with pytest.raises(CheckpointError, match=f"^checkpoint {re.escape(str(path))} .*{problem}"):
+        load_checkpoint(path)
+
+
+def test_resuming_needs_the_training_entries_a_model_checkpoint_may_lack(tmp_path, caplog):
+    """A compressed checkpoint serves inference and init_from, not a resume."""
+    path = CheckpointManager(tmp_path).save(_state(10), 10)
+    assert load_checkpoint(path)[META_KEY]["step"] == 10
+    with pytest.raises(CheckpointError, match=r"step-000000010.pt lacks 'optimizers'"):
+        load_checkpoint(path, RESUME_ENTRIES)
+    with caplog.at_level(logging.WARNING, logger="lm1b.training.checkpoint"):
+        assert CheckpointManager(tmp_path).latest(RESUME_ENTRIES) is None
+    assert "step-000000010.pt lacks 'optimizers'" in caplog.text
+
+
+def test_all_corrupt_gives_none_and_find_raises(tmp_path, caplog):
+    """#2: nothing valid -> latest() is None (logged), find_checkpoint names the directory."""
     checkpoints = tmp_path / "checkpoints"
     manager = _saved(checkpoints, [10, 20])
     for path in manager.paths():
@@ -156,23 +197,23 @@ def test_all_corrupt_gives_none_and_resolve_raises(tmp_path, caplog):
         assert manager.latest() is None
     assert "none of the 2 checkpoints" in caplog.text
     with pytest.raises(CheckpointError, match="no valid checkpoint in .*checkpoints"):
-        resolve_checkpoint(tmp_path)
+        find_checkpoint(tmp_path)
 
 
-def test_resolve_checkpoint_accepts_a_file_a_run_dir_or_a_checkpoints_dir(tmp_path):
+def test_find_checkpoint_accepts_a_file_a_run_dir_or_a_checkpoints_dir(tmp_path):
     checkpoints = tmp_path / "run" / "checkpoints"
     _saved(checkpoints, [10, 20])
     newest = checkpoints / "step-000000020.pt"
-    assert resolve_checkpoint(tmp_path / "run") == newest
-    assert resolve_checkpoint(checkpoints) == newest
-    assert resolve_checkpoint(str(checkpoints / "step-000000010.pt")) == (
+    assert find_checkpoint(tmp_path / "run")[0] == newest
+    assert find_checkpoint(checkpoints)[0] == newest
+    assert find_checkpoint(str(checkpoints / "step-000000010.pt"))[0] == (
         checkpoints / "step-000000010.pt"
     )
     with pytest.raises(CheckpointError, match="does not exist"):
-        resolve_checkpoint(tmp_path / "nope")
+        find_checkpoint(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no valid checkpoint"):
-        resolve_checkpoint(tmp_path / "empty")
+        find_checkpoint(tmp_path / "empty")
 
 
 def test_latest_is_none_for_a_missing_or_empty_directory(tmp_path):

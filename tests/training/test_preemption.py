@@ -13,7 +13,12 @@ from unittest import mock
 import pytest
 
 from lm1b.training import preemption
-from lm1b.training.preemption import PREEMPTED_EXIT_CODE, PreemptionHandler, requeue_slurm_job
+from lm1b.training.preemption import (
+    PREEMPTED_EXIT_CODE,
+    PreemptionHandler,
+    requeue_before_any_rank_exits,
+    requeue_slurm_job,
+)
 
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
 
@@ -135,3 +140,24 @@ def test_failing_scontrol_logs_an_error_and_returns_false(monkeypatch, caplog, o
         assert not requeue_slurm_job(rank=0)
     call.assert_called_once()
     assert "scontrol requeue 12345" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("rank", "requeue", "expected"),
+    [
+        (0, True, [["scontrol", "requeue", "12345"], "barrier"]),
+        (1, True, ["barrier"]),
+        (0, False, ["barrier"]),
+    ],
+    ids=["rank0", "rank1", "no-requeue"],
+)
+def test_every_rank_waits_at_a_barrier_after_rank0s_requeue(monkeypatch, rank, requeue, expected):
+    """No rank may exit (and get srun --kill-on-bad-exit to end rank 0) before the requeue ran;
+    the end to end check with srun and torchrun: test_slurm_preemption.py."""
+    monkeypatch.setenv("SLURM_JOB_ID", "12345")
+    calls = []
+    with mock.patch.object(
+        preemption.subprocess, "call", side_effect=lambda c: calls.append(c) or 0
+    ):
+        requeue_before_any_rank_exits(requeue, rank, barrier=lambda: calls.append("barrier"))
+    assert calls == expected

@@ -8,7 +8,9 @@ import logging
 import random
 import subprocess
 import sys
+from types import SimpleNamespace
 
+import pytest
 import torch
 
 from lm1b.training import rng
@@ -72,15 +74,51 @@ def test_cuda_state_is_skipped_without_cuda(monkeypatch, caplog):
     assert "CUDA RNG state is not restored" in caplog.text
 
 
-def test_cuda_states_restore_the_common_prefix_of_devices(monkeypatch, caplog):
-    """Fewer visible devices than saved: restore what fits and warn (no real GPU needed)."""
-    restored = []
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """A CUDA-less torch made to report 8 GPUs with per-device RNG states; `current` is the
+    device a rank drives (what init_distributed sets); `restored` collects (device, state)."""
+    cuda = SimpleNamespace(current=0, restored=[])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d: restored.append((d, s)))
-    saved = [torch.full((16,), i, dtype=torch.uint8) for i in range(2)]
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "cuda": saved}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: cuda.current)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", _device_state)
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state", lambda s, device: cuda.restored.append((device, s))
+    )
+    return cuda
+
+
+def _device_state(device: int) -> torch.Tensor:
+    return torch.full((16,), device, dtype=torch.uint8)
+
+
+def test_a_rank_restores_its_own_gpus_state_whatever_its_index(fake_cuda):
+    """Saved by local rank 3 seeing all 8 GPUs (cuda:3), resumed under per-task binding, where
+    the same rank's GPU is cuda:0: the state of cuda:3 goes to cuda:0, and nothing else."""
+    fake_cuda.current = 3
+    state = capture_rng_state()
+    assert "cuda" not in state  # not every visible device's state
+    fake_cuda.current = 0
+    restore_rng_state(state)
+    assert [(d, s.tolist()) for d, s in fake_cuda.restored] == [(0, _device_state(3).tolist())]
+
+
+def test_a_checkpoint_with_every_devices_state_still_restores(fake_cuda):
+    """Written before per-rank states: one state per visible device; the rank's own is at the
+    index it drives (its local rank, the same again in the same launch)."""
+    saved = [_device_state(i) for i in range(8)]
+    fake_cuda.current = 3
+    restore_rng_state({"python": random.getstate(), "torch": torch.get_rng_state(), "cuda": saved})
+    assert [(d, s.tolist()) for d, s in fake_cuda.restored] == [(3, saved[3].tolist())]
+
+
+def test_an_old_checkpoint_without_this_ranks_device_is_not_restored(fake_cuda, caplog):
+    saved = [_device_state(i) for i in range(2)]
+    fake_cuda.current = 3
     with caplog.at_level(logging.WARNING, logger=rng.__name__):
-        restore_rng_state(state)
-    assert [(d, s.tolist()) for d, s in restored] == [(0, saved[0].tolist())]
-    assert "for 2 devices but 1 are visible" in caplog.text
+        restore_rng_state(
+            {"python": random.getstate(), "torch": torch.get_rng_state(), "cuda": saved}
+        )
+    assert fake_cuda.restored == []
+    assert "states for 2 devices, none for cuda:3" in caplog.text

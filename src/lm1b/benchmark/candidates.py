@@ -26,6 +26,7 @@ from lm1b.models.language_model import LanguageModel, build_language_model
 from lm1b.training.distributed import DistContext
 from lm1b.training.ema import ExponentialMovingAverage
 from lm1b.training.hooks import FaultInjection
+from lm1b.training.memory import estimate_training_memory
 from lm1b.training.optim import Optimizers
 from lm1b.training.step import StepRunner
 
@@ -52,6 +53,7 @@ class Candidate:
     seconds: list[float] = field(default_factory=list)  # mean step time of each timed pass
     transient_bytes: list[int] = field(default_factory=list)  # CUDA only: peak above resident
     phase_seconds: dict[str, list[float]] = field(default_factory=dict)  # the breakdown's
+    accounting_ms: dict[str, float] | None = None  # ms per step per part (benchmark.breakdown)
     host_syncs: int | None = None  # CUDA only: times one step waited for the device
 
     @property
@@ -61,6 +63,11 @@ class Candidate:
     @property
     def words_per_step(self) -> int:
         return self.cfg.data.batch_size * self.cfg.data.num_steps
+
+    @property
+    def precision(self) -> str:
+        """bf16 or fp32: what the step runs in (trainer.precision resolved for this model)."""
+        return self.runner.precision
 
     def train_step(self) -> None:
         """One whole training step on the next batch."""
@@ -85,8 +92,9 @@ def variant_overrides(name: str) -> list[str]:
     return [f"experiment={name}"]
 
 
-def preset_overrides(preset: Preset, precision: str) -> list[str]:
-    """The Hydra overrides that give every variant the preset's sizes and batch shape."""
+def preset_overrides(preset: Preset, precision: str, tf32: bool) -> list[str]:
+    """The Hydra overrides that give every variant the preset's sizes and batch shape, and the
+    bench's precision (auto, bf16 or fp32) and TF32 setting."""
     return [
         f"size={preset.size}",
         f"model.vocab_size={preset.vocab_size}",
@@ -94,17 +102,18 @@ def preset_overrides(preset: Preset, precision: str) -> list[str]:
         f"data.batch_size={preset.batch_size}",
         f"data.num_steps={preset.num_steps}",
         f"trainer.precision={precision}",
+        f"trainer.tf32={str(tf32).lower()}",
     ]
 
 
 def compose_variant_config(
-    name: str, preset: Preset, precision: str, overrides: list[str]
+    name: str, preset: Preset, precision: str, overrides: list[str], tf32: bool = True
 ) -> TrainConfig:
     """Variant `name`'s training config at the preset's sizes, then the bench's `overrides`
     (applied to every variant); an override Hydra or the schema rejects raises ConfigError."""
     try:
         return compose_config(
-            [*variant_overrides(name), *preset_overrides(preset, precision), *overrides]
+            [*variant_overrides(name), *preset_overrides(preset, precision, tf32), *overrides]
         )
     except (HydraException, OmegaConfBaseException, ConfigError) as error:
         if not overrides:
@@ -113,6 +122,21 @@ def compose_variant_config(
         raise ConfigError(
             f"overrides={overrides!r} is invalid for {name}: {error}{cause}"
         ) from error
+
+
+def estimated_bytes(cfg: TrainConfig, precision: str) -> int:
+    """The memory model's bytes for the variant at its batch in `precision` (bf16 or fp32):
+    weights, gradients, optimizer state, EMA and the step's activations
+    (lm1b.training.memory). All of it stays allocated while the variant is built: its CUDA
+    graphs keep the activations of the captured step in their private memory pool."""
+    return estimate_training_memory(
+        cfg.model,
+        cfg.optim,
+        vocab_size=cfg.model.vocab_size,
+        rows=cfg.data.batch_size,
+        num_steps=cfg.data.num_steps,
+        precision=precision,
+    ).total
 
 
 def random_batches(cfg: TrainConfig, device: torch.device) -> list[Batch]:

@@ -5,12 +5,17 @@ implementations in that same pass: on a shared machine a slow pass slows every v
 so the ratio survives noise that the absolute times do not. With neither BIGLSTM in the run
 (not asked for, or failed) the ratios are None and print as "-". `vs cuDNN` is the same ratio
 to the cuDNN BIGLSTM alone: the baseline issue 8's targets (the paper's ratios) are set against.
+
+When the variants are timed in groups (lm1b.benchmark.session), both BIGLSTMs are timed in
+every pass of every group and each other variant in its own group's passes only: a variant's
+ratios are taken when its group ends, against the BIGLSTMs' latest passes, which are its own.
 """
 
 from __future__ import annotations
 
 import statistics
 
+from lm1b.benchmark.breakdown import PARTS
 from lm1b.benchmark.candidates import Candidate
 from lm1b.benchmark.timing import PHASES
 from lm1b.models.acceleration import fast_path_status
@@ -33,10 +38,13 @@ def baseline_seconds(
 
 
 def ratio_to_baseline(candidate: Candidate, baseline: list[float] | None) -> float | None:
-    """Median over passes of (faster BIGLSTM's step time / this variant's step time)."""
+    """Median over the candidate's passes of (faster BIGLSTM's step time in the same pass /
+    this variant's step time). The baseline is timed in every pass; the candidate's passes
+    are its latest ones (see the module's docstring)."""
     if baseline is None:
         return None
-    return statistics.median(b / s for b, s in zip(baseline, candidate.seconds, strict=True))
+    own_passes = baseline[len(baseline) - len(candidate.seconds) :]
+    return statistics.median(b / s for b, s in zip(own_passes, candidate.seconds, strict=True))
 
 
 def memory_bytes(candidate: Candidate) -> int:
@@ -56,10 +64,10 @@ def variant_record(
     candidate: Candidate,
     baselines: tuple[list[float] | None, list[float] | None],
     biglstm_flops: float | None,
-    ceiling: float,
 ) -> dict:
-    """One variant's entry of bench.json's `variants` list; `baselines`: the per-pass step
-    times of the faster BIGLSTM and of the cuDNN BIGLSTM."""
+    """One variant's entry of bench.json's `variants` list, but its `peak_fraction` (see
+    with_peak_fractions); `baselines`: the per-pass step times of the faster BIGLSTM and of the
+    cuDNN BIGLSTM."""
     faster_biglstm, cudnn = baselines
     model = candidate.cfg.model
     seconds = statistics.median(candidate.seconds)
@@ -71,6 +79,7 @@ def variant_record(
         "factor_rank": model.factor_rank if model.type == "flstm" else None,
         "num_groups": model.groups_per_layer(),
         "rnn_params": candidate.rnn_params,
+        "precision": candidate.precision,
         "seconds_per_step": seconds,
         "pass_seconds_per_step": candidate.seconds,
         "words_per_sec": words_per_sec,
@@ -80,9 +89,9 @@ def variant_record(
         "flops_per_word": candidate.flops_per_word,
         "flop_ratio": None if biglstm_flops is None else biglstm_flops / candidate.flops_per_word,
         "tflops": tflops,
-        "peak_fraction": tflops / ceiling,
         "memory_bytes": memory_bytes(candidate),
         "breakdown_ms": breakdown_ms(candidate),
+        "accounting_ms": candidate.accounting_ms,
         "skipped_steps": candidate.skipped_steps,
         "host_syncs_per_step": candidate.host_syncs,
         "fast_paths": candidate.fast_paths,  # switched on at build
@@ -92,14 +101,17 @@ def variant_record(
     }
 
 
-def variant_records(candidates: list[Candidate], ceiling_tflops: float) -> list[dict]:
-    """bench.json's `variants`: one record per candidate, in the order they ran."""
+def variant_records(candidates: list[Candidate]) -> list[dict]:
+    """One record per candidate (variant_record), in the order they ran."""
     baselines = baseline_seconds(candidates), baseline_seconds(candidates, (CUDNN,))
     dense = [c.flops_per_word for c in candidates if c.name == "biglstm"]
-    return [
-        variant_record(c, baselines, dense[0] if dense else None, ceiling_tflops)
-        for c in candidates
-    ]
+    return [variant_record(c, baselines, dense[0] if dense else None) for c in candidates]
+
+
+def with_peak_fractions(records: list[dict], ceiling_tflops: float) -> list[dict]:
+    """The records with each one's achieved TFLOP/s as a share of the matmul ceiling, taken at
+    write time: the ceiling is a median over the whole run, records of a freed group included."""
+    return [{**r, "peak_fraction": r["tflops"] / ceiling_tflops} for r in records]
 
 
 def _ratio(value: float | None) -> str:
@@ -117,12 +129,20 @@ def _phases(breakdown: dict[str, float] | None) -> str:
     return " ".join(f"{breakdown[phase]:>7.1f}" for phase in PHASES)
 
 
-def format_table(records: list[dict]) -> str:
-    """The records as a fixed-width table, one line per variant."""
+def mixed_precision(records: list[dict], precision: str) -> bool:
+    """Whether a variant runs in another precision than the run's (the header's)."""
+    return any(r["precision"] != precision for r in records)
+
+
+def format_table(records: list[dict], precision: str) -> str:
+    """The records as a fixed-width table, one line per variant; with a `prec` column of each
+    variant's precision when one differs from the run's `precision` (the header's)."""
+    mixed = mixed_precision(records, precision)
     lines = [
         f"{'variant':<14} {'RNN params':>11} {'ms/step':>9} {'words/sec':>10} {'vs BIG':>7} "
         f"{'vs cuDNN':>8} {'paper':>6} {'FLOPs':>6} {'GFLOP/w':>8} {'TFLOP/s':>8} {'% peak':>7} {'mem MB':>8} "
         f"{'fwd ms':>7} {'bwd ms':>7} {'opt ms':>7} {'syncs':>5}"
+        + (f" {'prec':>5}" if mixed else "")
     ]
     for r in records:
         lines.append(
@@ -132,5 +152,25 @@ def format_table(records: list[dict]) -> str:
             f"{r['flops_per_word'] / 1e9:>8.3g} {r['tflops']:>8.3g} "
             f"{100 * r['peak_fraction']:>6.1f}% {r['memory_bytes'] / 2**20:>8,.1f} "
             f"{_phases(r['breakdown_ms'])} {_count(r['host_syncs_per_step']):>5}"
+            + (f" {r['precision']:>5}" if mixed else "")
         )
+    return "\n".join(lines)
+
+
+def format_accounting(records: list[dict]) -> str:
+    """The step-time accounting (lm1b.benchmark.breakdown) as a table: one line per part, ms
+    per step and its share, one column per variant that has one."""
+    records = [r for r in records if r.get("accounting_ms")]
+    if not records:
+        return ""
+    header = f"{'part':<24}" + "".join(f"{r['name']:>17}" for r in records)
+    lines = [header]
+    totals = [sum(r["accounting_ms"].values()) for r in records]
+    for part, label in PARTS.items():
+        cells = [
+            f"{r['accounting_ms'][part]:>9.1f} {100 * r['accounting_ms'][part] / total:>5.1f}%"
+            for r, total in zip(records, totals, strict=True)
+        ]
+        lines.append(f"{label:<24}" + "".join(f"{cell:>17}" for cell in cells))
+    lines.append(f"{'step':<24}" + "".join(f"{total:>9.1f}{'':>8}" for total in totals))
     return "\n".join(lines)

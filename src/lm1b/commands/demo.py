@@ -18,7 +18,9 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 
 from lm1b.config import compose_config
@@ -29,22 +31,57 @@ FULL_ROOT = Path("data/lm1b/1-billion-word-language-modeling-benchmark-r13output
 SYNTHETIC_ROOT = Path("data/synthetic")
 
 
-def choose_data() -> tuple[str, list[str]]:
-    """A description of the corpus and the Hydra overrides that select it."""
+class Corpus(Enum):
+    """The corpora the demo trains on; each value names its data config (configs/data/)."""
+
+    FULL = "lm1b"
+    SAMPLE = "sample"
+    SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """The corpus the demo trains on, where it is, and the overrides beyond `data=<config>`."""
+
+    corpus: Corpus
+    location: Path
+    extra_overrides: tuple[str, ...] = ()
+
+    @property
+    def overrides(self) -> list[str]:
+        """The Hydra overrides that select this corpus."""
+        return [f"data={self.corpus.value}", *self.extra_overrides]
+
+    @property
+    def description(self) -> str:
+        """The corpus in words, for the demo's messages."""
+        if self.corpus is Corpus.FULL:
+            return "the full LM1B corpus (2 training shards)"
+        if self.corpus is Corpus.SAMPLE:
+            return f"the real LM1B sample in {self.location}"
+        return f"the synthetic corpus in {self.location}"
+
+
+def choose_data() -> DemoData:
+    """The best corpus available here (the module docstring's order)."""
     if (FULL_ROOT / "training-monolingual.tokenized.shuffled").is_dir():
-        return "the full LM1B corpus (2 training shards)", [
-            "data=lm1b",
-            "data.train_files=training-monolingual.tokenized.shuffled/news.en-0000[12]-of-00100",
-            "data.vocab_file=null",
-            "data.vocab_max_size=32768",
-        ]
+        train_files = "training-monolingual.tokenized.shuffled/news.en-0000[12]-of-00100"
+        return DemoData(
+            Corpus.FULL,
+            FULL_ROOT,
+            (
+                f"data.train_files={train_files}",
+                "data.vocab_file=null",
+                "data.vocab_max_size=32768",
+            ),
+        )
     sample = os.environ.get("LM1B_SAMPLE_DIR")
     if sample and (Path(sample) / "heldout-monolingual.tokenized.shuffled").is_dir():
-        return f"the real LM1B sample in {sample}", ["data=sample"]
+        return DemoData(Corpus.SAMPLE, Path(sample))
     if not (SYNTHETIC_ROOT / "source.json").is_file():
         generate_corpus(SYNTHETIC_ROOT)
     # Its vocabulary has a few hundred words: fewer candidates than size=cpu's 512.
-    return f"the synthetic corpus in {SYNTHETIC_ROOT}", ["data=synthetic", "model.num_sampled=64"]
+    return DemoData(Corpus.SYNTHETIC, SYNTHETIC_ROOT, ("model.num_sampled=64",))
 
 
 def _run(command: list[str]) -> None:
@@ -60,10 +97,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for training")
     args = parser.parse_args(argv)
     out = args.out or Path("outputs/demo") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    description, data = choose_data()
-    overrides = ["experiment=demo", *data, *args.overrides]
+    data = choose_data()
+    overrides = ["experiment=demo", *data.overrides, *args.overrides]
     test_files = compose_config(overrides).data.test_files
-    print(f"demo: training on {description}", flush=True)
+    print(f"demo: training on {data.description}", flush=True)
     _run([sys.executable, "-m", "lm1b.train", *overrides, f"hydra.run.dir={out / 'train'}"])
     _run(
         [
@@ -76,23 +113,24 @@ def main(argv: list[str] | None = None) -> dict:
         ]
     )
     result = json.loads((out / "eval" / "eval.json").read_text(encoding="utf-8"))
-    _report(out, description, result)
+    _report(out, data, result)
     return result
 
 
-def _report(out: Path, description: str, result: dict) -> None:
+def _report(out: Path, data: DemoData, result: dict) -> None:
     print(
-        f"\ndemo: test perplexity {result['perplexity']:.2f} on {result['num_tokens']:,} tokens ({description})"
+        f"\ndemo: test perplexity {result['perplexity']:.2f} on {result['num_tokens']:,} tokens "
+        f"({data.description})"
     )
-    if "sample" in description:
+    if data.corpus is Corpus.SAMPLE:
         kneser_ney = SAMPLE_KNESER_NEY_PERPLEXITY
         verdict = "better than" if result["perplexity"] < kneser_ney else "NOT better than"
         print(
             f"demo: a 5-gram Kneser-Ney model scores {kneser_ney} on the same text: this model "
             f"is {verdict} Kneser-Ney (lower is better)"
         )
-    truth = SYNTHETIC_ROOT / "source.json"
-    if "synthetic" in description and truth.is_file():
+    truth = data.location / "source.json"
+    if data.corpus is Corpus.SYNTHETIC and truth.is_file():
         print(
             f"demo: the source's true perplexity is {json.loads(truth.read_text())['perplexity']:.2f}"
         )

@@ -6,7 +6,9 @@ default) on `data.test_files` (default: the standard test shard under the checkp
 `data.root`), token-weighted with the LSTM state carried across windows, prints one summary
 line and writes `eval.json` atomically into the run directory (`hydra.run.dir` when given,
 else outputs/evaluate/<run id>). The numbers are a function of the checkpoint, the text and
-`num_streams` only: `batch_size` changes the speed, not the result (beyond float rounding).
+`num_streams` only: `batch_size` and `tokens_per_pass` change the speed, not the result (beyond
+float rounding). On CUDA, `tf32` (default true) lets fp32 matmuls use TF32 tensor cores;
+eval.json records the setting in force (null on a CPU) and the device.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from lm1b.data.files import resolve_files
 from lm1b.evaluation import EvalTotals, evaluate_stream
 from lm1b.inference import TrainedModel, load_trained_model
 from lm1b.training.checkpoint import CheckpointError
+from lm1b.training.precision import set_tf32
 
 logger = logging.getLogger("lm1b.evaluate")
 
@@ -64,14 +67,19 @@ def evaluation_data(cfg: EvaluateConfig, trained: TrainedModel) -> DataConfig:
 def evaluate_checkpoint(cfg: EvaluateConfig) -> dict:
     """Load, evaluate and return the report that goes into eval.json."""
     trained = load_trained_model(cfg.checkpoint, use_ema=cfg.use_ema, device=cfg.device)
+    tf32 = set_tf32(trained.device, cfg.tf32)
     data = evaluation_data(cfg, trained)
     files = resolve_files(data.test_files, data.root, "data.test_files")
     logger.info("evaluating %d file(s) in %d streams", len(files), data.eval_batch_size)
     stream = build_eval_stream(data, files, trained.tokenizer)
     totals = evaluate_stream(
-        trained.model, stream, rows_per_step=cfg.batch_size, progress_bar=cfg.progress_bar
+        trained.model,
+        stream,
+        rows_per_step=cfg.batch_size,
+        tokens_per_pass=cfg.tokens_per_pass,
+        progress_bar=cfg.progress_bar,
     )
-    return build_report(trained, data, files, totals, cfg.batch_size)
+    return build_report(trained, data, files, totals, cfg, tf32)
 
 
 def build_report(
@@ -79,7 +87,8 @@ def build_report(
     data: DataConfig,
     files: list[Path],
     totals: EvalTotals,
-    batch_size: int | None,
+    cfg: EvaluateConfig,
+    tf32: bool | None,
 ) -> dict:
     """eval.json's content: the totals, then what produced them."""
     report = {
@@ -104,9 +113,11 @@ def build_report(
         "vocab_size": trained.tokenizer.vocab_size,
         "files": [str(path) for path in files],
         "num_streams": data.eval_batch_size,
-        "batch_size": batch_size or data.eval_batch_size,
+        "batch_size": cfg.batch_size or data.eval_batch_size,
+        "tokens_per_pass": cfg.tokens_per_pass,
         "num_steps": data.num_steps,
         "device": str(trained.device),
+        "tf32": tf32,  # in force on the device; None (null) on a CPU, where it does not exist
     }
 
 

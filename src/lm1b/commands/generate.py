@@ -7,7 +7,9 @@ with logits divided by `temperature`, then restricted to the `top_k` most likely
 limit) and to the smallest set whose probability reaches `top_p` (1.0: no limit), until `</S>`
 or `max_tokens` tokens. `<S>` itself is never drawn (it is never a training target). All
 samples run as one batch; draws come from one generator seeded with `seed`, so the same
-checkpoint, options, seed and device give the same sentences.
+checkpoint, options, seed and device give the same sentences. On CUDA, `tf32` (default true)
+lets fp32 matmuls use TF32 tensor cores: the logits, and so the samples of a seed, can differ
+between tf32=true and false.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from lm1b.config.checks import require
 from lm1b.config.compose import compose_schema
 from lm1b.config.trainer import DEVICES
 from lm1b.data.text import split_tokens
+from lm1b.evaluation import lstm_outputs
 from lm1b.inference import TrainedModel, load_trained_model
 from lm1b.training.checkpoint import CheckpointError
+from lm1b.training.precision import set_tf32
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class GenerateConfig:
     seed: int = 0
     use_ema: bool = True
     device: str = "auto"
+    tf32: bool = True  # CUDA only: fp32 matmuls on TF32 tensor cores (no effect on a CPU)
 
 
 def validate_generate_config(cfg: GenerateConfig) -> GenerateConfig:
@@ -96,7 +101,7 @@ def sample(trained: TrainedModel, cfg: GenerateConfig) -> list[list[int]]:
     drawn, state = [], None
     finished = torch.zeros(cfg.num_samples, dtype=torch.bool, device=device)
     for _ in range(cfg.max_tokens):
-        hidden, state = model.rnn(model.embedding(inputs.t()), state)  # (T, B, p)
+        hidden, state = lstm_outputs(model, inputs, state)  # (T, B, p)
         logits = filter_logits(
             next_token_logits(trained, hidden[-1]) / cfg.temperature, cfg.top_k, cfg.top_p
         )
@@ -120,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = compose_schema("generate", GenerateConfig, sys.argv[1:] if argv is None else argv)
         cfg = validate_generate_config(cfg)
         trained = load_trained_model(cfg.checkpoint, use_ema=cfg.use_ema, device=cfg.device)
+        set_tf32(trained.device, cfg.tf32)
         samples = sample(trained, cfg)
     except (ValueError, HydraException, CheckpointError, FileNotFoundError) as error:
         sys.exit(f"lm1b.generate: {error}")

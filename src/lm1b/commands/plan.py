@@ -50,7 +50,7 @@ from lm1b.config.compose import compose_schema
 from lm1b.config.data import DataConfig
 from lm1b.config.model import ModelConfig
 from lm1b.config.optim import OptimConfig
-from lm1b.config.trainer import PRECISIONS
+from lm1b.config.trainer import RESOLVED_PRECISIONS
 from lm1b.models.counts import count_parameters, train_flops_per_word
 from lm1b.models.language_model import build_language_model
 from lm1b.tokenizer import resolve_vocab_size
@@ -208,10 +208,10 @@ def make_plan(plan: PlanConfig) -> list[Candidate]:
             f"min_words_per_sec={plan.min_words_per_sec} needs bench=<bench.json> "
             "(run `python -m lm1b.bench` on this device first)"
         )
-    if plan.precision not in PRECISIONS or plan.rows_per_gpu < 1:
+    if plan.precision not in RESOLVED_PRECISIONS or plan.rows_per_gpu < 1:
         raise ConfigError(
             f"precision={plan.precision!r} and rows_per_gpu={plan.rows_per_gpu} must be one of "
-            f"{list(PRECISIONS)} and at least 1"
+            f"{list(RESOLVED_PRECISIONS)} and at least 1"
         )
     vocab_size = resolve_vocab_size(plan)
     candidates = [measure(n, m, vocab_size, plan) for n, m in candidate_models(plan.model, plan)]

@@ -23,6 +23,9 @@ input is streamed: `batch_size * POOL_BATCHES` sentences are held at a time.
   exactly as the evaluator scores one row (`num_streams=1`): each sentence contributes its
   pairs (s[j], s[j+1]), so `</S>` is never an input and the next sentence starts from `<S>`.
   Then minus the sum of `logprob` equals the evaluator's total NLL on the same file.
+
+On CUDA, `tf32` (default true) lets fp32 matmuls use TF32 tensor cores; the totals logged at
+the end name the device and the TF32 setting in force.
 """
 
 from __future__ import annotations
@@ -49,9 +52,11 @@ from lm1b.config.compose import compose_schema
 from lm1b.config.trainer import DEVICES
 from lm1b.data.encode import SentenceBuffer, encode_lines
 from lm1b.data.text import ReadStats, read_lines
+from lm1b.evaluation import lstm_outputs
 from lm1b.inference import TrainedModel, load_trained_model
 from lm1b.models.language_model import LanguageModel
 from lm1b.training.checkpoint import CheckpointError
+from lm1b.training.precision import set_tf32
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +75,7 @@ class ScoreConfig:
     batch_size: int = 64  # sentences per forward pass
     use_ema: bool = True  # score with the EMA weights when the checkpoint has them
     device: str = "auto"
+    tf32: bool = True  # CUDA only: fp32 matmuls on TF32 tensor cores (no effect on a CPU)
 
 
 def validate_score_config(cfg: ScoreConfig) -> ScoreConfig:
@@ -143,8 +149,7 @@ def score_window(model: LanguageModel, window: Window, state=None):
     not one per sentence."""
     device = model.softmax.weight.device
     inputs, targets = window.inputs.to(device), window.targets.to(device)
-    embedded = model.embedding(inputs.t())  # (T, B, p); eval mode: no dropout
-    hidden, state = model.rnn(embedded, state)  # (T, B, p)
+    hidden, state = lstm_outputs(model, inputs, state)  # (T, B, p)
     rows = torch.cat([torch.full((end - start,), row) for row, start, end in window.spans])
     positions = torch.cat([torch.arange(start, end) for _, start, end in window.spans])
     rows, positions = rows.to(device), positions.to(device)  # (M,) each: the scored tokens
@@ -210,6 +215,7 @@ def run(cfg: ScoreConfig) -> dict:
     """Score `cfg.input` into `cfg.output`; return the totals over all sentences."""
     _check_paths(cfg)
     trained = load_trained_model(cfg.checkpoint, use_ema=cfg.use_ema, device=cfg.device)
+    tf32 = set_tf32(trained.device, cfg.tf32)  # None on a CPU
     lines = numbered_lines(cfg.input, trained.config.data.max_line_tokens)
     totals = {"num_sentences": 0, "num_tokens": 0, "num_unk": 0, "logprob": 0.0}
     started = time.perf_counter()  # scoring speed, the model's loading left out
@@ -225,7 +231,7 @@ def run(cfg: ScoreConfig) -> dict:
             totals["logprob"] += record["logprob"]
     totals["perplexity"] = math.exp(-totals["logprob"] / max(totals["num_tokens"], 1))
     totals["tokens_per_sec"] = totals["num_tokens"] / max(time.perf_counter() - started, 1e-9)
-    return totals
+    return {**totals, "device": str(trained.device), "tf32": tf32}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -241,12 +247,14 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, HydraException, CheckpointError, FileNotFoundError) as error:
         sys.exit(f"lm1b.score: {error}")
     logger.info(
-        "%d sentences, %d tokens (%d <UNK>), perplexity %.2f, %.0f tokens/s",
+        "%d sentences, %d tokens (%d <UNK>), perplexity %.2f, %.0f tokens/s on %s (TF32 %s)",
         totals["num_sentences"],
         totals["num_tokens"],
         totals["num_unk"],
         totals["perplexity"],
         totals["tokens_per_sec"],
+        totals["device"],
+        "n/a" if totals["tf32"] is None else totals["tf32"],
     )
 
 

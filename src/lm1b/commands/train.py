@@ -22,7 +22,7 @@ from lm1b.config import CONFIG_DIR, ConfigError, register_configs, validate_conf
 from lm1b.training.checkpoint import CheckpointError
 from lm1b.training.distributed import init_distributed, shutdown_distributed
 from lm1b.training.loop import TrainingDataError
-from lm1b.training.preemption import PREEMPTED_EXIT_CODE, requeue_slurm_job
+from lm1b.training.preemption import PREEMPTED_EXIT_CODE, requeue_before_any_rank_exits
 from lm1b.training.run_lock import RunDirectoryInUse, RunDirectoryLock
 from lm1b.training.setup import build_trainer
 from lm1b.vocab import VocabularyError
@@ -48,11 +48,11 @@ def _train_locked(cfg, dict_cfg: DictConfig, run_dir: Path) -> int:
         reason = trainer.fit()
         if trainer.metrics is not None:
             trainer.metrics.close()
+        if reason == "signal":  # needs the process group: its barrier
+            requeue_before_any_rank_exits(trainer.requeue, ctx.rank, ctx.barrier)
     finally:
         shutdown_distributed()
     if reason == "signal":
-        if trainer.requeue:
-            requeue_slurm_job(ctx.rank)
         return PREEMPTED_EXIT_CODE
     logger.info(
         "finished (%s) at step %d; run directory %s", reason, trainer.counters.step, run_dir

@@ -6,6 +6,10 @@ override one of its settings, and `overrides` adds training-config overrides to 
 (quoted inside the list: `'overrides=["trainer.cuda_graphs=false"]'`; checked when the
 variants' configs are composed, before anything is built). Registered in Hydra's ConfigStore
 as `bench_schema`, so a typo in an override of these fields fails when the config is composed.
+
+The precision (auto, bf16 or fp32) becomes every variant's `trainer.precision` and is resolved
+per variant as training resolves it (lm1b.training.precision): under `auto` on a GPU the cuDNN
+BIGLSTM runs fp32 (with TF32 when `tf32`) while the others run bf16.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ class Preset:
     passes: int  # timed passes after the warm-up pass
     steps_per_pass: int
     threads: int | None  # torch intra-op threads (None: torch's default)
-    precision: str  # fp32 or bf16 (bf16 applies on a GPU only)
+    precision: str  # auto, bf16 or fp32: every variant's trainer.precision
+    gpu_only: bool = False  # refused on a CPU (paper size: hours and ~100 GB of host memory)
 
 
 PRESETS = {
@@ -55,13 +60,24 @@ PRESETS = {
     "cpu": Preset(
         "cpu", 32768, 32, 20, 512, passes=10, steps_per_pass=1, threads=1, precision="fp32"
     ),
-    # The paper's sizes, one GPU's share of the batch (128 sequences as in v1's 8 GPUs). All
-    # seven variants stay resident (about 100 GB: each has 1.6B table parameters plus their
-    # Adagrad state); on a smaller GPU pass fewer `variants`. The time goes to each variant's
-    # warm-up (compilation, CUDA-graph capture: tens of seconds); the 5 x 5 timed steps of all
-    # seven take seconds: the run is meant to fit scripts/gpu_check.sh's 300 s (unmeasured).
+    # The paper's sizes, one GPU's share of the batch (128 sequences as in v1's 8 GPUs). The
+    # seven variants need about 107 GiB together by the memory model (each has 1.6B table
+    # parameters plus their Adagrad state): on a smaller GPU they are timed in groups that fit
+    # (lm1b.benchmark.session.plan_groups; three on an 80 GB H100, one on a 141 GB H200). The
+    # time goes to each variant's warm-up (compilation, CUDA-graph capture: tens of seconds);
+    # the 5 x 5 timed steps of all seven take seconds: the run is meant to fit
+    # scripts/gpu_check.sh's 300 s (unmeasured).
     "full": Preset(
-        "paper", 793471, 128, 20, 8192, passes=5, steps_per_pass=5, threads=None, precision="bf16"
+        "paper",
+        793471,
+        128,
+        20,
+        8192,
+        passes=5,
+        steps_per_pass=5,
+        threads=None,
+        precision="auto",
+        gpu_only=True,
     ),
 }
 
@@ -77,9 +93,17 @@ class BenchConfig:
     threads: int | None = None
     precision: str | None = None
     batch_size: int | None = None
+    # CUDA only: fp32 matmuls and cuDNN on TF32 tensor cores, for the whole process and in
+    # every variant's trainer.tf32 (what the cuDNN baseline runs under `auto`).
+    tf32: bool = True
     # Seconds spent timing each ceiling (a large matmul, a large copy), spread over its
     # measurements: one before the variants are built and one after every pass.
     ceiling_seconds: float = 1.0
+    # GPU memory kept free beyond the memory model's estimates when variants are grouped:
+    # the model's error (within 4% at paper size, docs/scale.md: about 3 GiB of 78), the
+    # runtime's workspaces and allocator slack (2 GiB, as lm1b.plan keeps) and the copy
+    # ceiling's two 1 GiB buffers, measured after every pass.
+    memory_margin_gib: float = 8.0
     seed: int = 0
     overrides: list[str] = field(default_factory=list)  # train-config overrides, every variant
 
@@ -118,4 +142,5 @@ def validate_bench_config(cfg: BenchConfig) -> BenchConfig:
         f"null or one of {list(PRECISIONS)}",
     )
     require(cfg.ceiling_seconds > 0, "ceiling_seconds", cfg.ceiling_seconds, "greater than 0")
+    require(cfg.memory_margin_gib >= 0, "memory_margin_gib", cfg.memory_margin_gib, "0 or more")
     return cfg

@@ -18,6 +18,10 @@ from lm1b.config.trainer import DEVICES
 
 EVAL_FILE = "eval.json"  # the report `lm1b.evaluate` writes in its run directory
 
+# Tokens per pass over the full softmax's (V, p) weight; the pass's logit blocks are
+# (tokens_per_pass, 32,768) float32: 256 MiB at 2,048, whatever V.
+DEFAULT_TOKENS_PER_PASS = 2048
+
 # The standard LM1B test set: this one heldout shard, relative to the corpus root.
 STANDARD_TEST_FILES = "heldout-monolingual.tokenized.shuffled/news.en.heldout-00000-of-00050"
 
@@ -39,6 +43,10 @@ class EvaluateConfig:
     num_streams: int | None = None
     # Rows per forward pass (null: all streams at once); changes speed and memory only.
     batch_size: int | None = None
+    # Tokens scored together per pass over the vocabulary (their hidden states collected over
+    # windows); changes speed and memory only.
+    tokens_per_pass: int = DEFAULT_TOKENS_PER_PASS
+    tf32: bool = True  # CUDA only: fp32 matmuls on TF32 tensor cores (no effect on a CPU)
     progress_bar: bool = True
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
 
@@ -58,4 +66,5 @@ def validate_evaluate_config(cfg: EvaluateConfig) -> EvaluateConfig:
     for name in ("num_streams", "batch_size"):
         value = getattr(cfg, name)
         require(value is None or value >= 1, name, value, "null or at least 1")
+    require(cfg.tokens_per_pass >= 1, "tokens_per_pass", cfg.tokens_per_pass, "at least 1")
     return cfg

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from lm1b.config.checks import require
 
-PRECISIONS = ("fp32", "bf16")
+RESOLVED_PRECISIONS = ("fp32", "bf16")  # what `auto` becomes on a given device
+PRECISIONS = ("auto", *RESOLVED_PRECISIONS)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -15,7 +16,11 @@ class TrainerConfig:
     max_steps: int | None = None  # null: until max_time
     max_time: float | None = None  # wall-clock budget in seconds; null: until max_steps
     device: str = "auto"
-    precision: str = "fp32"  # bf16 autocast on GPU
+    # auto: bf16 autocast on a GPU with native bf16 (compute capability 8.0+), fp32 elsewhere (lm1b.training.precision).
+    precision: str = "auto"
+    # CUDA only: fp32 matmuls and cuDNN kernels on TF32 tensor cores (PyTorch's matmul default
+    # is full fp32). Applies to whatever runs in fp32 under either precision.
+    tf32: bool = True
     log_every: int = 100  # steps between scalar logs
     val_every: int = 5000  # steps between validations (0: never)
     val_max_batches: int | None = None  # cap on validation batches (null: the whole set)
@@ -30,7 +35,8 @@ class TrainerConfig:
     checkpoint_every_minutes: float = 30.0
     # Write checkpoints in the background from a host copy of the state taken at the step
     # (lm1b.training.background_save): the step stalls for the copy, not for the disk. Needs
-    # host memory for one checkpoint (14 GB at paper size). null: on a GPU only.
+    # page-locked host memory for one checkpoint on a GPU, about 19 GB at paper size (pinned
+    # allocations are rounded up to powers of two). null: on a GPU only.
     async_checkpoint: bool | None = None
     keep_last: int = 3
     resume: str = "auto"  # auto: newest valid checkpoint in the run dir; never; or a path
@@ -39,9 +45,10 @@ class TrainerConfig:
     # start afresh. Ignored when the run resumes from its own checkpoint.
     init_from: str | None = None
     max_consecutive_skips: int = 10  # non-finite steps in a row before aborting
-    # GPU fast paths (no effect on a CPU; each falls back to the plain path, with a warning,
-    # where it cannot be used): replay every LSTM layer's training step as a CUDA graph, and
-    # run the cell's pointwise gate math as torch.compile-fused kernels.
+    # Fast paths of our LSTM stack (each falls back to the plain path, with a warning, where
+    # it cannot be used): replay every LSTM layer's training step as a CUDA graph (GPU only),
+    # and fuse the cell's pointwise math with torch.compile (on a GPU its forward and
+    # backward, on a CPU its backward; compiled once per process, cached on disk).
     cuda_graphs: bool = True
     fused_cell: bool = True
     # Several ranks: all-reduce the LSTM gradients in bf16 (half the bytes; see

@@ -1,16 +1,23 @@
 """Pluggable gate maps T([x, h]) -> (i, j, f, o) of one LSTMP layer (docs/models.md).
 
-A gate map owns the gate weights and biases and splits T into the two halves the recurrence
-needs: `input_side(x)` for all time steps at once (hoisted out of the time loop, autograd
-differentiates it as one batched product) and the recurrent half, which the fused recurrence
-(`recurrence.LSTMPRecurrence`) drives step by step through `step` / `step_backward` and whose
-weight gradients it asks for once per window through `weight_grads`. `step_backward` returns
-the gradient of h_{t-1} and that of the step's slice of `pre`, or None where pre enters the
-gates additively (then pre's gradient is the gate gradient itself).
+A gate map owns the gate weights and biases and splits T into the two halves the layer's
+autograd Function (`recurrence.LSTMPLayerFunction`) needs: `input_side(x)` for all time steps at
+once (hoisted out of the time loop as one batched product), and the recurrent half, which the
+Function drives step by step through `step` / `step_backward`. After the backward sweep it asks
+for every gradient at once through `backward`: the input's and all the weights', each one
+product over all T*B rows. `step_backward` returns the gradient of h_{t-1} and that of the
+step's slice of `pre`, or None where pre enters the gates additively (then pre's gradient is the
+gate gradient itself).
 
 Gate layout inside the recurrence is group-major, (G, B, 4, n/G): group g's slice of i, j, f,
 o in that order, G = num_groups (1 for BIGLSTM and F-LSTM). Cell unit u of group g is unit
 g * n/G + u of the natural (B, n) state, exactly as the original GLSTMCell concatenates groups.
+
+Why the layouts (measured on a CPU, docs/performance.md): the recurrent product is added in
+place into the hoisted `pre` buffer (a fresh product plus an add reads and writes the gates
+twice; for G-LSTM k = 8 that add cost as much as the product), and the backward sweep
+multiplies by contiguous transposed copies of the weights, made once per window (a transposed
+view made the per-step products of G-LSTM up to 2x slower).
 
 Initialisation: Glorot-uniform for every matrix, biases zero, forget bias +1.0 added in the
 forward as a constant. This is what the authors' code (okuchaiev/f-lm) got: it passed no
@@ -21,7 +28,7 @@ own fans - per group for G-LSTM, [x, h] -> 4n/k, and W1, W2 separately for F-LST
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -32,11 +39,13 @@ GATE_I, GATE_J, GATE_F, GATE_O = range(4)
 
 @runtime_checkable
 class GateMap(Protocol):
-    """The contract between a layer's gates and the recurrence (GroupedGates and
+    """The contract between a layer's gates and its autograd Function (GroupedGates and
     FactorizedGates implement it). `plain_gates` is the definition, used by the plain LSTMP
-    loop (`recurrence.run_plain`); the other methods are the same map split for the fused
-    path (`recurrence.LSTMPRecurrence`), and the equivalence tests hold them equal.
-    Shapes: G groups, w = 4n/G gate columns per group, T steps, B rows."""
+    loop (`recurrence.run_plain`); the other methods are the same map split for the fast path
+    (`recurrence.LSTMPLayerFunction`), and the equivalence tests hold them equal.
+    Shapes: G groups, w = 4n/G gate columns per group, w' = the width of `pre` (w, or the rank
+    r for F-LSTM), T steps, B rows. `weights` are the tensors of `forward_weights()`, in the
+    dtype the layer runs in."""
 
     num_groups: int  # G: 1 for BIGLSTM and F-LSTM
 
@@ -44,29 +53,44 @@ class GateMap(Protocol):
         """One step's natural (B, 4n) [i | j | f | o] from x_t (B, p) and h (B, p)."""
         ...
 
-    def input_side(self, x: Tensor) -> Tensor:
-        """Every step's input half plus biases: x (T, B, p) -> (G, T, B, w)."""
+    def forward_weights(self) -> tuple[Tensor, ...]:
+        """The tensors the fast path reads (differentiable functions of the parameters, e.g.
+        the bias with the forget offset), passed through the Function to get their gradients."""
         ...
 
-    def recurrent_weights(self) -> tuple[Tensor, ...]:
-        """The tensors `step` reads (the recurrence returns their gradients)."""
+    def input_side(self, x: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        """Every step's input half plus biases: x (T, B, p) -> a new (G, T, B, w') buffer,
+        which `step` may overwrite."""
         ...
 
-    def step(self, pre_t: Tensor, h: Tensor, weights: tuple[Tensor, ...]) -> tuple[Tensor, Any]:
-        """Gates of one step, (G, B, w), from pre_t (G, B, w) and h (B, p); plus whatever
-        `weight_grads` needs saved from the step (or None)."""
+    def step(self, pre_t: Tensor, h: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        """Gates of one step, (G, B, w), from pre_t (G, B, w'), a slice of `input_side`'s
+        buffer that it may overwrite in place, and h (B, p)."""
+        ...
+
+    def backward_weights(self, weights: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """What `step_backward` and `backward` read, prepared once per backward sweep."""
         ...
 
     def step_backward(
-        self, d_gates_t: Tensor, weights: tuple[Tensor, ...]
+        self, d_gates_t: Tensor, prepared: tuple[Tensor, ...]
     ) -> tuple[Tensor, Tensor | None]:
         """Gradients of h_{t-1} (B, p) and of pre_t (None: pre_t's is d_gates_t itself)."""
         ...
 
-    def weight_grads(
-        self, d_gates: Tensor, d_pre: Tensor, h_prev: Tensor, saved: list
+    def backward(
+        self,
+        d_gates: Tensor,
+        d_pre: Tensor,
+        x: Tensor,
+        h_prev: Tensor,
+        pre: Tensor,
+        weights: tuple[Tensor, ...],
+        prepared: tuple[Tensor, ...],
     ) -> tuple[Tensor, ...]:
-        """The window's gradients of `recurrent_weights()`, in one batched product each."""
+        """The window's gradient of x (T, B, p), then those of `weights` in order, each one
+        batched product: d_gates (G, T, B, w), d_pre (G, T, B, w'), h_prev (T, B, p) the
+        state each step read, `pre` the buffer as the steps left it."""
         ...
 
 
@@ -120,37 +144,57 @@ class GroupedGates(nn.Module):
         bias = self.bias + forget_offset(self.bias, self.forget_bias)  # (4n,)
         return bias.view(4, k, n_g).transpose(0, 1).reshape(k, 1, 4 * n_g)
 
-    def input_side(self, x: Tensor) -> Tensor:
+    def forward_weights(self) -> tuple[Tensor, ...]:
+        """W_ih, W_hh (k, p/k, 4n/k) and the group-major bias with the forget offset."""
+        return self.weight_ih, self.weight_hh, self._grouped_bias()
+
+    def _groups(self, x: Tensor) -> Tensor:
+        """Rows of natural (R, p) -> a group-major view (k, R, p/k)."""
+        return x.reshape(x.shape[0], self.num_groups, -1).transpose(0, 1)
+
+    def input_side(self, x: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
         """All steps' input half plus biases, one batched product: (T, B, p) -> (k, T, B, 4n/k)."""
-        steps, batch, p = x.shape
-        k = self.num_groups
-        x_g = x.reshape(steps * batch, k, p // k).transpose(0, 1)  # (k, T*B, p/k)
-        pre = torch.baddbmm(self._grouped_bias(), x_g, self.weight_ih)  # (k, T*B, 4n/k)
-        return pre.view(k, steps, batch, -1)
+        weight_ih, _, bias = weights
+        steps, batch, _ = x.shape
+        # bmm then add_: baddbmm first copies the broadcast bias into its output, an extra pass.
+        pre = torch.bmm(self._groups(x.reshape(steps * batch, -1)), weight_ih).add_(bias)
+        return pre.view(self.num_groups, steps, batch, -1)
 
-    def recurrent_weights(self) -> tuple[Tensor, ...]:
-        """The tensors `step` reads, passed through the autograd Function to get their grads."""
-        return (self.weight_hh,)
+    def step(self, pre_t: Tensor, h: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        """Gate pre-activations of one step, added in place into pre_t (k, B, 4n/k) from
+        h (B, p)."""
+        return pre_t.baddbmm_(self._groups(h), weights[1])
 
-    def step(self, pre_t: Tensor, h: Tensor, weights: tuple[Tensor, ...]) -> tuple[Tensor, None]:
-        """Gate pre-activations of one step: pre_t (k, B, 4n/k) + h (B, p) -> (k, B, 4n/k)."""
-        (weight_hh,) = weights
-        h_g = h.view(h.shape[0], self.num_groups, -1).transpose(0, 1)  # (k, B, p/k)
-        return torch.baddbmm(pre_t, h_g, weight_hh), None
+    def backward_weights(self, weights: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """W_hh^T (k, 4n/k, p/k), contiguous: read by every step (the window's products over
+        T*B rows run as fast on a transposed view, so W_ih gets no copy)."""
+        return (weights[1].transpose(1, 2).contiguous(),)
 
-    def step_backward(self, d_gates_t: Tensor, weights: tuple[Tensor, ...]) -> tuple[Tensor, None]:
+    def step_backward(self, d_gates_t: Tensor, prepared: tuple[Tensor, ...]) -> tuple[Tensor, None]:
         """Gradient of h_{t-1} (B, p) from d_gates_t (k, B, 4n/k); pre's is d_gates_t itself."""
-        (weight_hh,) = weights
-        d_h = torch.bmm(d_gates_t, weight_hh.transpose(1, 2))  # (k, B, p/k)
+        d_h = torch.bmm(d_gates_t, prepared[0])  # (k, B, p/k)
         return d_h.transpose(0, 1).reshape(d_h.shape[1], -1), None
 
-    def weight_grads(
-        self, d_gates: Tensor, d_pre: Tensor, h_prev: Tensor, saved: list
+    def backward(
+        self,
+        d_gates: Tensor,
+        d_pre: Tensor,
+        x: Tensor,
+        h_prev: Tensor,
+        pre: Tensor,
+        weights: tuple[Tensor, ...],
+        prepared: tuple[Tensor, ...],
     ) -> tuple[Tensor, ...]:
-        """dW_hh for the whole window in one batched product: d_gates (k, T, B, 4n/k)."""
-        k = self.num_groups
-        h_g = h_prev.reshape(-1, k, h_prev.shape[-1] // k).permute(1, 2, 0)  # (k, p/k, T*B)
-        return (torch.bmm(h_g, d_gates.reshape(k, h_g.shape[-1], -1)),)
+        """dx (T, B, p), dW_ih, dW_hh and the group-major bias's gradient for the window."""
+        k, steps, batch, _ = d_gates.shape
+        d_g = d_gates.view(k, steps * batch, -1)  # (k, T*B, 4n/k)
+        d_x = torch.bmm(d_g, weights[0].transpose(1, 2))  # (k, T*B, p/k)
+        d_x = d_x.transpose(0, 1).reshape(steps, batch, -1)
+        # dW_ih and dW_hh in one product over [x_g, h_g] (k, T*B, 2p/k): twice the rows per
+        # group, which the thin products of G-LSTM need (k = 2: 17 ms instead of 21 per layer).
+        x_h = torch.cat([self._groups(t.reshape(steps * batch, -1)) for t in (x, h_prev)], 2)
+        d_weight_ih, d_weight_hh = torch.bmm(x_h.transpose(1, 2), d_g).chunk(2, dim=1)
+        return d_x, d_weight_ih, d_weight_hh, d_g.sum(1, keepdim=True)
 
     def plain_gates(self, x_t: Tensor, h: Tensor) -> Tensor:
         """Reference: one step's natural (B, 4n) [i | j | f | o], group by group as in f-lm."""
@@ -189,36 +233,54 @@ class FactorizedGates(nn.Module):
         glorot_uniform_(self.w2, fan_in=rank, fan_out=self.w2.shape[1])
         nn.init.zeros_(self.bias)
 
-    def input_side(self, x: Tensor) -> Tensor:
+    def forward_weights(self) -> tuple[Tensor, ...]:
+        """W1_x, W1_h, W2 and the bias with the forget offset (autograd carries its gradient
+        to `bias`)."""
+        bias = self.bias + forget_offset(self.bias, self.forget_bias)
+        return self.w1_x, self.w1_h, self.w2, bias
+
+    def input_side(self, x: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
         """W1_x x for all steps: (T, B, p) -> (1, T, B, r)."""
-        return torch.matmul(x, self.w1_x).unsqueeze(0)
+        return torch.matmul(x, weights[0]).unsqueeze(0)
 
-    def recurrent_weights(self) -> tuple[Tensor, ...]:
-        """W1_h, W2 and the bias with the forget offset (autograd carries its grad to `bias`)."""
-        return self.w1_h, self.w2, self.bias + forget_offset(self.bias, self.forget_bias)
+    def step(self, pre_t: Tensor, h: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        """pre_t (1, B, r) + h (B, p) -> gates (1, B, 4n). z = W1 [x, h] (B, r) is written
+        over pre_t in place: the buffer then holds every step's z for `backward`."""
+        _, w1_h, w2, bias = weights
+        z = pre_t[0].addmm_(h, w1_h)  # (B, r)
+        return torch.addmm(bias, z, w2).unsqueeze(0)
 
-    def step(self, pre_t: Tensor, h: Tensor, weights: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
-        """pre_t (1, B, r) + h (B, p) -> gates (1, B, 4n); also returns z = W1 [x, h] (B, r)."""
-        w1_h, w2, bias = weights
-        z = torch.addmm(pre_t[0], h, w1_h)  # (B, r)
-        return torch.addmm(bias, z, w2).unsqueeze(0), z
+    def backward_weights(self, weights: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """W1_h^T (r, p) and W2^T (4n, r), contiguous: read by every step."""
+        return tuple(w.t().contiguous() for w in weights[1:3])
 
     def step_backward(
-        self, d_gates_t: Tensor, weights: tuple[Tensor, ...]
+        self, d_gates_t: Tensor, prepared: tuple[Tensor, ...]
     ) -> tuple[Tensor, Tensor]:
         """Gradients of h_{t-1} (B, p) and of pre's slice, dz (1, B, r), from d_gates_t."""
-        w1_h, w2, _ = weights
-        d_z = torch.mm(d_gates_t[0], w2.t())  # (B, r)
-        return torch.mm(d_z, w1_h.t()), d_z.unsqueeze(0)
+        w1_h_t, w2_t = prepared
+        d_z = torch.mm(d_gates_t[0], w2_t)  # (B, r)
+        return torch.mm(d_z, w1_h_t), d_z.unsqueeze(0)
 
-    def weight_grads(
-        self, d_gates: Tensor, d_pre: Tensor, h_prev: Tensor, saved: list
+    def backward(
+        self,
+        d_gates: Tensor,
+        d_pre: Tensor,
+        x: Tensor,
+        h_prev: Tensor,
+        pre: Tensor,
+        weights: tuple[Tensor, ...],
+        prepared: tuple[Tensor, ...],
     ) -> tuple[Tensor, ...]:
-        """dW1_h, dW2, dbias for the window, each one product: d_gates (1, T, B, 4n)."""
-        d_g = d_gates.reshape(-1, d_gates.shape[-1])  # (T*B, 4n)
-        z = torch.stack(saved).reshape(d_g.shape[0], -1)  # (T*B, r): z_t saved by `step`
-        d_z = d_pre.reshape(d_g.shape[0], -1)  # (T*B, r)
-        return h_prev.reshape(d_g.shape[0], -1).t() @ d_z, z.t() @ d_g, d_g.sum(0)
+        """dx (T, B, p), dW1_x, dW1_h, dW2 and dbias for the window: d_gates (1, T, B, 4n),
+        d_pre = dz (1, T, B, r), pre = z (1, T, B, r)."""
+        rows = h_prev.shape[0] * h_prev.shape[1]
+        d_g = d_gates.reshape(rows, -1)  # (T*B, 4n)
+        d_z = d_pre.reshape(rows, -1)  # (T*B, r)
+        d_x = torch.mm(d_z, weights[0].t()).view(x.shape)
+        d_w1_x = x.reshape(rows, -1).t() @ d_z
+        d_w1_h = h_prev.reshape(rows, -1).t() @ d_z
+        return d_x, d_w1_x, d_w1_h, pre.reshape(rows, -1).t() @ d_g, d_g.sum(0)
 
     def plain_gates(self, x_t: Tensor, h: Tensor) -> Tensor:
         """Reference: one step's natural (B, 4n) [i | j | f | o] = W2 (W1 [x, h]) + b + offset."""

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from lm1b.config.model import ModelConfig
 from lm1b.models.lstm_stack import build_lstm_stack
 from lm1b.models.sampler import CandidateSample, LogUniformSampler
+from lm1b.models.scopes import SOFTMAX, scope
 from lm1b.models.softmax import SoftmaxLayer, uniform_unit_scaling_
 
 State = tuple[Tensor, Tensor]  # h (L, B, p), c (L, B, n)
@@ -93,12 +94,14 @@ class LanguageModel(nn.Module):
         flat_targets = targets.t().reshape(-1)  # (T * B,)
         flat_mask = None if mask is None else mask.t().reshape(-1)
         if self.training and self.sampler is None:
-            loss = self.softmax.full_loss(hidden, flat_targets, flat_mask)
+            with scope(SOFTMAX):
+                loss = self.softmax.full_loss(hidden, flat_targets, flat_mask)
             return self._training_output(loss, flat_targets, flat_mask, new_state)
         if self.training:
             if sample is None:
                 sample = self.sampler.sample(generator, device=hidden.device)
-            loss = self.softmax.sampled_loss(hidden, flat_targets, sample, flat_mask)
+            with scope(SOFTMAX):
+                loss = self.softmax.sampled_loss(hidden, flat_targets, sample, flat_mask)
             return self._training_output(loss, flat_targets, flat_mask, new_state)
         nll_sum, num_tokens = self.softmax.full_nll(
             hidden,

@@ -18,7 +18,7 @@ from lm1b.models.cell import EAGER, CellMath
 from lm1b.models.cudnn import CudnnLSTMStack
 from lm1b.models.gates import FactorizedGates, GateMap, GroupedGates, glorot_uniform_
 from lm1b.models.graphs import LayerGraphs
-from lm1b.models.recurrence import LSTMPRecurrence, autocast_dtype, run_plain
+from lm1b.models.recurrence import LSTMPLayerFunction, autocast_dtype, run_plain
 
 State = tuple[Tensor, Tensor]
 
@@ -34,18 +34,19 @@ class LSTMPLayer(nn.Module):
         self.cell: CellMath = EAGER  # the fused one is switched on by acceleration.py
 
     def forward(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Fast path: hoisted input product + fused recurrence. Returns (T, B, p), h_T, c_T."""
-        pre = self.gates.input_side(x)  # (G, T, B, w)
-        weights = self.gates.recurrent_weights()
+        """Fast path: hoisted input product + time loop in one autograd Function.
+        Returns (T, B, p), h_T, c_T; c stays in the parameters' dtype (see recurrence.py)."""
+        weights = self.gates.forward_weights()
+        c0 = c0.to(self.proj.dtype)  # a state carried from a bf16 run (or saved by one)
         dtype = autocast_dtype(x.device)
         if dtype is None:
-            return LSTMPRecurrence.apply(self.gates, self.cell, pre, h0, c0, self.proj, *weights)
-        # Under autocast (bf16 training) the fused recurrence gets one dtype for everything and
+            return LSTMPLayerFunction.apply(self.gates, self.cell, x, h0, c0, self.proj, *weights)
+        # Under autocast (bf16 training) the layer's products get one dtype and the Function
         # runs with autocast off. The casts are differentiable, so the fp32 master weights
-        # still receive fp32 gradients. The cell state is kept in that dtype too.
-        pre, h0, c0, proj, *weights = (t.to(dtype) for t in (pre, h0, c0, self.proj, *weights))
+        # still receive fp32 gradients.
+        x, h0, proj, *weights = (t.to(dtype) for t in (x, h0, self.proj, *weights))
         with torch.autocast(x.device.type, enabled=False):
-            return LSTMPRecurrence.apply(self.gates, self.cell, pre, h0, c0, proj, *weights)
+            return LSTMPLayerFunction.apply(self.gates, self.cell, x, h0, c0, proj, *weights)
 
     def forward_plain(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The definition: the per-step loop under autograd, of which `forward` is the
@@ -72,13 +73,16 @@ class LSTMPStack(nn.Module):
         return self._run(inputs, state, plain=True)
 
     def zero_state(self, batch_size: int, like: Tensor) -> State:
-        """Zero (h, c) for `batch_size` rows on the device of `like`, in the dtype the layers
-        return (autocast's, else that of `like`): the first window's state then looks like
-        every later one's, so CUDA graphs are captured on the second call."""
+        """Zero (h, c) for `batch_size` rows on the device of `like`, in the dtypes the layers
+        return: h in autocast's dtype (else that of `like`), c in the parameters' dtype. The
+        first window's state then looks like every later one's, so CUDA graphs are captured
+        on the second call."""
         num_layers, p = len(self.layers), like.shape[-1]
-        dtype = autocast_dtype(like.device) or like.dtype
-        h = like.new_zeros(num_layers, batch_size, p, dtype=dtype)
-        return h, like.new_zeros(num_layers, batch_size, self.state_size, dtype=dtype)
+        h = like.new_zeros(
+            num_layers, batch_size, p, dtype=autocast_dtype(like.device) or like.dtype
+        )
+        c_dtype = self.layers[0].proj.dtype
+        return h, like.new_zeros(num_layers, batch_size, self.state_size, dtype=c_dtype)
 
     def _run(self, inputs: Tensor, state: State | None, plain: bool) -> tuple[Tensor, State]:
         h0, c0 = state if state is not None else self.zero_state(inputs.shape[1], inputs)

@@ -20,6 +20,16 @@ def _upcast(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
+def _logits(bias: Tensor, hidden: Tensor, weight: Tensor) -> Tensor:
+    """bias + hidden @ weight.T, at least float32: under autocast the product would be rounded
+    to bf16 before any upcast (bf16 keeps 8 bits of mantissa: logits near 20 would move by
+    0.06), and the log-sum-exp over thousands of them would inherit that. On CUDA with TF32 on
+    (`trainer.tf32`) the fp32 product rounds its inputs to TF32 (10 bits of mantissa) and
+    accumulates in fp32: the output is not rounded."""
+    with torch.autocast(hidden.device.type, enabled=False):
+        return torch.addmm(_upcast(bias), _upcast(hidden), _upcast(weight).t())
+
+
 def _masked_targets(targets: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """Targets with padded positions replaced by id 0 (any valid id: they get zero weight),
     and the float weights (1 predicted, 0 padding), both (N,)."""
@@ -57,9 +67,9 @@ def sampled_softmax_loss(
     true_b, sampled_b = row_bias[:num_targets], row_bias[num_targets:]
 
     # Logits at least float32 even under autocast: the log-sum-exp is over thousands of terms.
-    true_logits = _upcast((hidden * true_w).sum(-1)) + _upcast(true_b)  # (N,)
+    true_logits = (_upcast(hidden) * _upcast(true_w)).sum(-1) + _upcast(true_b)  # (N,)
     true_logits = true_logits - sample.log_expected_count(targets)
-    sampled_logits = _upcast(torch.addmm(sampled_b, hidden, sampled_w.t()))  # (N, S)
+    sampled_logits = _logits(sampled_b, hidden, sampled_w)  # (N, S)
     sampled_logits = sampled_logits - sample.log_expected_count(sample.ids)
     hits = targets.unsqueeze(1) == sample.ids.unsqueeze(0)  # (N, S) accidental hits
     sampled_logits = sampled_logits.masked_fill(hits, -math.inf)
@@ -81,7 +91,7 @@ def full_softmax_loss(
     small vocabularies (the sample's 9,082 words, a 32K subword vocabulary), not for 793K.
     """
     targets, weights = _masked_targets(targets, mask)
-    logits = _upcast(torch.addmm(bias.t(), hidden, weight.t()))  # (N, V)
+    logits = _logits(bias.t(), hidden, weight)  # (N, V)
     losses = F.cross_entropy(logits, targets, reduction="none")  # (N,)
     return (losses * weights).sum() / weights.sum().clamp(min=1.0)
 
@@ -139,7 +149,7 @@ def full_softmax_token_nll(
 
 def _row_logits(hidden: Tensor, ids: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """The logit of ids[i] for hidden[i]: (n, p), (n,) -> (n,), at least float32."""
-    return _upcast((hidden * weight[ids]).sum(-1)) + _upcast(bias[ids, 0])
+    return (_upcast(hidden) * _upcast(weight[ids])).sum(-1) + _upcast(bias[ids, 0])
 
 
 def _chunked_logsumexp(hidden: Tensor, weight: Tensor, bias: Tensor, vocab_chunk: int) -> Tensor:
@@ -151,7 +161,7 @@ def _chunked_logsumexp(hidden: Tensor, weight: Tensor, bias: Tensor, vocab_chunk
     running = None
     for start in range(0, weight.shape[0], vocab_chunk):
         rows = slice(start, start + vocab_chunk)
-        logits = _upcast(torch.addmm(bias[rows, 0], hidden, weight[rows].t()))  # (n, v)
+        logits = _logits(bias[rows, 0], hidden, weight[rows])  # (n, v)
         block = torch.logsumexp(logits, dim=1)  # (n,)
         running = block if running is None else torch.logaddexp(running, block)
     return running

@@ -4,8 +4,10 @@ A checkpoint is written to `<name>.tmp`, flushed and fsynced, renamed over the f
 `os.replace` and the directory is fsynced, so a crash at any moment leaves either the previous
 set of checkpoints or the new complete file, never a half-written file under a final name
 (fairseq's rule). Each file carries a `meta` entry; only files whose metadata says complete and
-whose step matches the file name are trusted (torchtitan's rule), so a truncated or foreign
-file is skipped with a warning and the newest valid one before it is used instead.
+whose step matches the file name are trusted (torchtitan's rule), and only files that hold
+every entry their use reads, of the right type (`MODEL_ENTRIES`, `RESUME_ENTRIES`), are used:
+so a truncated, foreign or hand-edited file is skipped with a warning and the newest valid one
+before it is used instead, or, named explicitly, refused in one line naming the entry.
 
 Everything stored must load with `torch.load(weights_only=True)`: tensors, dicts, lists,
 tuples, numbers, strings, bools and None (see `lm1b.training.rng` for RNG state).
@@ -18,7 +20,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -91,11 +93,86 @@ def _check_meta(state: Any, path: Path) -> None:
         )
 
 
-def load_checkpoint(path: str | Path) -> dict:
+class Entry(NamedTuple):
+    """An entry a checkpoint must hold: its dotted key, the type of its value and, for a list or
+    dict, the type of every item in it."""
+
+    key: str
+    kind: type | tuple[type, ...]
+    items: type | None = None
+
+
+# What using a trained model reads (lm1b.inference, trainer.init_from): every checkpoint,
+# compressed ones included, holds it. Keys inside an entry are checked after the entry itself,
+# and not at all when it is None (the EMA of a run trained without one).
+MODEL_ENTRIES = (
+    Entry("config", dict),
+    Entry("tokenizer", dict),
+    Entry("tokenizer.kind", str),
+    Entry("model", dict, torch.Tensor),
+    Entry("ema", (dict, type(None))),
+    Entry("ema.shadow", list, torch.Tensor),
+    Entry("ema.num_updates", int),
+    Entry("counters", dict),
+    Entry("counters.step", int),
+)
+# What resuming a run reads besides (Trainer.load_state_dict): only training checkpoints hold it.
+RESUME_ENTRIES = (
+    *MODEL_ENTRIES,
+    Entry("optimizers", list, dict),
+    Entry("world_size", int),
+    Entry("ranks", list, dict),
+)
+
+
+def _type_names(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+
+
+def _items_of(value: list | dict):
+    return value.values() if isinstance(value, dict) else value
+
+
+def _entry_problem(state: dict, entry: Entry) -> str | None:
+    """What is wrong with `entry` in `state` (None: nothing, or its parent is None)."""
+    *parents, name = entry.key.split(".")
+    holder = state
+    for parent in parents:  # checked by an earlier entry: a dict, or None
+        holder = holder[parent]
+        if holder is None:
+            return None
+    if name not in holder:
+        return f"lacks '{entry.key}'"
+    value = holder[name]
+    if not isinstance(value, entry.kind):
+        found, expected = type(value).__name__, _type_names(entry.kind)
+        return f"has '{entry.key}' of type {found}, expected {expected}"
+    if entry.items is None:
+        return None
+    wrong = [item for item in _items_of(value) if not isinstance(item, entry.items)]
+    if wrong:
+        found, expected = type(wrong[0]).__name__, entry.items.__name__
+        return f"has '{entry.key}' holding a {found}, expected {expected} items only"
+    return None
+
+
+def _check_entries(state: dict, path: Path, entries: tuple[Entry, ...]) -> None:
+    """Raise CheckpointError naming the file and the first of `entries` that `state` lacks or
+    holds with the wrong type: a hand-edited or foreign file is refused in one line where it
+    is loaded, not in a KeyError or TypeError wherever the entry is first read."""
+    for entry in entries:
+        problem = _entry_problem(state, entry)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {path} {problem}")
+
+
+def load_checkpoint(path: str | Path, entries: tuple[Entry, ...] = MODEL_ENTRIES) -> dict:
     """Load and validate one checkpoint file on the CPU with `weights_only=True`.
 
     Any failure (missing file, truncation, garbage, an object outside the weights_only allow
-    list, missing or incomplete metadata) raises CheckpointError naming the file.
+    list, missing or incomplete metadata, a missing or mistyped one of `entries`) raises
+    CheckpointError naming the file.
     """
     path = Path(path)
     try:
@@ -105,6 +182,7 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as exc:
         raise CheckpointError(f"cannot load checkpoint {path}: {exc}") from exc
     _check_meta(state, path)
+    _check_entries(state, path, entries)
     return state
 
 
@@ -119,32 +197,29 @@ def _load_mapped(path: Path) -> dict:
         return torch.load(path, weights_only=True, map_location="cpu")
 
 
-def find_checkpoint(path: str | Path, prefer_best: bool = False) -> tuple[Path, dict]:
+def find_checkpoint(
+    path: str | Path, prefer_best: bool = False, entries: tuple[Entry, ...] = MODEL_ENTRIES
+) -> tuple[Path, dict]:
     """A checkpoint file as given; for a run or checkpoints directory, its best checkpoint
-    (`best.pt`, when `prefer_best` and it is valid), else its newest valid checkpoint. Returns
-    the file and its loaded, validated state: finding a valid file means loading it, so the
-    caller never loads it a second time (14 GB at paper size).
+    (`best.pt`, when `prefer_best` and it is valid), else its newest valid checkpoint, valid
+    meaning it holds `entries`. Returns the file and its loaded, validated state: finding a
+    valid file means loading it, so the caller never loads it a second time (14 GB at paper
+    size).
 
     Commands that use a trained model (evaluate, score, generate, compress, init_from) prefer
     the best; resuming a run always takes the newest.
     """
     path = Path(path)
     if path.is_file():
-        return path, load_checkpoint(path)
+        return path, load_checkpoint(path, entries)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint path {path} does not exist")
     directory = path / CHECKPOINT_DIR_NAME if (path / CHECKPOINT_DIR_NAME).is_dir() else path
     manager = CheckpointManager(directory)
-    found = (manager.best() if prefer_best else None) or manager.latest()
+    found = (manager.best(entries) if prefer_best else None) or manager.latest(entries)
     if found is None:
         raise CheckpointError(f"no valid checkpoint in {directory}")
     return found
-
-
-def resolve_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
-    """The file `find_checkpoint` would load (a file given is returned as it is, unread)."""
-    path = Path(path)
-    return path if path.is_file() else find_checkpoint(path, prefer_best)[0]
 
 
 class CheckpointManager:
@@ -220,33 +295,31 @@ class CheckpointManager:
         logger.info("saved best checkpoint %s (step %d)", final, step)
         return final
 
-    def best(self) -> tuple[Path, dict] | None:
-        """The best checkpoint and its state, or None when there is none (or it is invalid:
-        a warning names it, and the caller falls back to the newest)."""
+    def best(self, entries: tuple[Entry, ...] = MODEL_ENTRIES) -> tuple[Path, dict] | None:
+        """The best checkpoint and its state, or None when there is none (or it is invalid,
+        lacking one of `entries` included: a warning names it, and the caller falls back to
+        the newest)."""
         path = self.directory / BEST_NAME
         if not path.is_file():
             return None
         try:
-            return path, load_checkpoint(path)
+            return path, load_checkpoint(path, entries)
         except CheckpointError as exc:
             logger.warning("skipping invalid best checkpoint: %s", exc)
             return None
 
-    def latest(self, required_keys: tuple[str, ...] = ()) -> tuple[Path, dict] | None:
-        """The newest valid checkpoint holding `required_keys` and its state, or None.
+    def latest(self, entries: tuple[Entry, ...] = MODEL_ENTRIES) -> tuple[Path, dict] | None:
+        """The newest valid checkpoint holding `entries` and its state, or None.
 
-        Invalid newer files (a file that loads but lacks a required key included) are skipped
-        with a warning naming them; tmp files left by a killed writer are removed.
+        Invalid newer files (a file that loads but lacks one of `entries`, or holds it with the
+        wrong type, included) are skipped with a warning naming them and the entry; tmp files
+        left by a killed writer are removed.
         """
         self._remove_leftover_tmp_files()
         candidates = self.paths()
         for path in reversed(candidates):
             try:
-                state = load_checkpoint(path)
-                missing = [key for key in required_keys if key not in state]
-                if missing:
-                    raise CheckpointError(f"checkpoint {path} lacks {missing}")
-                return path, state
+                return path, load_checkpoint(path, entries)
             except CheckpointError as exc:
                 logger.warning("skipping invalid checkpoint: %s", exc)
         if candidates:

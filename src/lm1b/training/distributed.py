@@ -3,6 +3,7 @@
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. A job started by
 `srun python -m lm1b.train` without torchrun has SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID
 instead; the sbatch script exports MASTER_ADDR and MASTER_PORT (see scripts/slurm_train.sbatch).
+Each rank drives one of the GPUs it can see, chosen from its local rank (`_choose_device`).
 """
 
 from __future__ import annotations
@@ -94,14 +95,61 @@ def _export_slurm_rendezvous() -> None:
 
 
 def _choose_device(preference: str, local_rank: int) -> torch.device:
+    """The device this rank drives; a GPU becomes the current CUDA device.
+
+    The local rank counts the ranks of this node, but the GPUs a process sees depend on the
+    launch: torchrun, and srun without GPU binding, show every rank all the node's GPUs (local
+    rank i drives GPU i); SLURM's per-task binding (`--gpus-per-task=k`, `--gpu-bind`) shows each
+    task only its own k GPUs, numbered from 0 (CUDA_VISIBLE_DEVICES per task), so a local rank
+    of k or more is no GPU index there ("invalid device ordinal"). The local rank modulo the
+    visible count is right in both: GPU i, or GPU i % k of the task's own (cuda:0 when k = 1).
+    """
     if preference == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "trainer.device='cuda' is invalid here: torch sees no CUDA device (use 'auto' or 'cpu')"
         )
     if preference == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
+    visible = torch.cuda.device_count()
+    index = local_rank % visible
+    torch.cuda.set_device(index)
+    logger.info(
+        "local rank %d drives cuda:%d of the %d GPU(s) it sees (CUDA_VISIBLE_DEVICES=%s)",
+        local_rank,
+        index,
+        visible,
+        os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+    )
+    return torch.device("cuda", index)
+
+
+def _warn_if_gpu_shared(store: dist.Store, rank: int, device: torch.device) -> None:
+    """Warn when another rank of this job drives the same GPU as this one.
+
+    That happens when a node runs more ranks than the GPUs each of them sees (torchrun
+    --nproc-per-node above the GPU count, srun tasks sharing fewer GPUs than there are tasks):
+    the modulo in `_choose_device` then wraps around. NCCL refuses it only at the first
+    collective, with "Duplicate GPU detected"; this names the cause first. Each rank counts
+    itself in the job's store under its GPU's UUID (unique across machines), so nothing runs on
+    the GPU that may be shared.
+    """
+    if device.type != "cuda":
+        return
+    uuid = str(torch.cuda.get_device_properties(device).uuid)
+    users = store.add(f"{_GPU_KEY_PREFIX}{uuid}", 1)
+    if users > 1:
+        logger.warning(
+            "rank %d drives GPU %s (%s here), which %d other rank(s) of this job drive too: give "
+            "each rank its own GPU (srun --gpus-per-task=1, or at most as many torchrun workers "
+            "per node as it has GPUs)",
+            rank,
+            uuid,
+            device,
+            users - 1,
+        )
+
+
+_GPU_KEY_PREFIX = "lm1b/ranks_on_gpu/"
 
 
 def _worker_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store | None:
@@ -154,6 +202,18 @@ def _worker_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store 
         time.sleep(0.2)
 
 
+def _env_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store:
+    """The store `init_method="env://"` would build (rank 0 serves it at MASTER_ADDR:MASTER_PORT),
+    built here so that `_warn_if_gpu_shared` can use it too."""
+    return dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=rank == 0,
+        timeout=timeout,
+    )
+
+
 _ADDRESS_KEY = "lm1b/rank0_store"
 _TOKEN_KEY = "lm1b/token"
 
@@ -190,18 +250,16 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
     if world_size > 1 and not dist.is_initialized():
         if "RANK" not in os.environ:
             _export_slurm_rendezvous()
-        os.environ.setdefault("RANK", str(rank))
-        os.environ.setdefault("WORLD_SIZE", str(world_size))
         backend = "nccl" if device.type == "cuda" else "gloo"
         timeout = timedelta(minutes=30)  # torch's default for both backends
         store = _worker_store(rank, world_size, timeout)
         if store is None:
-            dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
-        else:
-            dist.init_process_group(
-                backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout
-            )
+            store = _env_store(rank, world_size, timeout)
+        dist.init_process_group(
+            backend=backend, store=store, rank=rank, world_size=world_size, timeout=timeout
+        )
         logger.info("rank %d/%d joined the %s group on %s", rank, world_size, backend, device)
+        _warn_if_gpu_shared(store, rank, device)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 

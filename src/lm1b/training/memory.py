@@ -12,11 +12,13 @@ gradients and an (N, V) logit block).
 
 Activations, per row of the batch (T tokens, d bytes per value: 4 in fp32, 2 in bf16), are the
 tensors the backward keeps, counted from the code: the embedding output and its dropout mask;
-per layer the hoisted input half (T, 4n), the cell's saved gate activations (T, 4n), c and
-tanh(c) and m (T, n each), the layer output (T, p) and its dropout mask, F-LSTM's z (T, r); the
-softmax's (S + 1) logits and their gradient per token. The backward adds one layer's gate and
-state gradients at a time. Allocator slack, the framework itself and temporary buffers are not
-in the model; the measured comparison says how much they add.
+per layer (`layer_activation_bytes`) the gate pre-activations (T, 4n; F-LSTM's z, (T, r),
+instead), m (T, n) and the layer output (T, p) in d bytes, the cell's gate activations (T, 4n),
+c and tanh(c) (T, n each) in fp32 whatever the precision (the cell state stays fp32), and the
+output's dropout mask; the softmax's (S + 1) logits and their gradient per token. The backward
+adds one layer's gradients at a time: gates, h, and the window products' [x, h] and x. Allocator
+slack, the framework itself and temporary buffers are not in the model; the measured comparison
+says how much they add.
 """
 
 from __future__ import annotations
@@ -68,6 +70,15 @@ class MemoryEstimate:
         return max(int(free // self.activations_per_row), 0)
 
 
+def layer_activation_bytes(model: ModelConfig, value: int) -> int:
+    """Bytes one LSTMP layer keeps for its backward per token, `value` bytes per matmul-dtype
+    value (recurrence.LSTMPLayerFunction): the gate pre-activations (F-LSTM: z), m and h in
+    the matmul dtype, the cell's gate activations, c and tanh(c) in fp32."""
+    n, p = model.state_size, model.projection_size
+    pre = model.factor_rank if model.type == "flstm" else 4 * n
+    return value * (pre + n + p) + FP32 * (4 * n + 2 * n)
+
+
 def estimate_training_memory(
     model: ModelConfig,
     optim: OptimConfig,
@@ -101,11 +112,10 @@ def estimate_training_memory(
     bf16_copy = rnn * 2 if precision == "bf16" else 0  # the step's bf16 LSTM weights
 
     per_token = p * (value + MASK_BYTES)  # embedding output and its dropout mask
-    for _ in range(model.num_layers):
-        per_token += value * (4 * n + 4 * n + 3 * n + p) + p * MASK_BYTES
-        if model.type == "flstm":
-            per_token += value * model.factor_rank
-    per_token += value * (5 * n + p)  # the backward: one layer's gate and state gradients
+    per_token += model.num_layers * (layer_activation_bytes(model, value) + p * MASK_BYTES)
+    # The backward, one layer at a time: gate gradients (T, 4n), h's (T, p), the window
+    # products' [x, h] (T, 2p) and x's gradient (T, p); F-LSTM's z gradient (T, r).
+    per_token += value * (4 * n + 4 * p + (model.factor_rank if model.type == "flstm" else 0))
     logits = (samples + 1) if samples else vocab_size
     per_token += 2 * FP32 * logits  # logits (upcast to fp32) and their gradient
     return MemoryEstimate(

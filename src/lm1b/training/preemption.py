@@ -9,7 +9,9 @@ Protocol (the training loop's side):
 3. Rank 0 saves a checkpoint for the current step. Only then, if the agreed signal is SIGUSR1
    (`requeue_requested`) and the run is a SLURM job, it calls `requeue_slurm_job` once: the
    requeue makes SLURM kill the job, so it must come after the save.
-4. Every rank exits with `PREEMPTED_EXIT_CODE`.
+4. Every rank waits for that requeue (`requeue_before_any_rank_exits`), then exits with
+   `PREEMPTED_EXIT_CODE`: the first rank to exit ends the others (srun --kill-on-bad-exit=1,
+   torchrun stopping its workers when one fails), so none may exit before rank 0 has requeued.
 
 Exit-code rule: a preempted run exits with PREEMPTED_EXIT_CODE = 143 (128 + SIGTERM, what a
 shell reports for a process terminated by SIGTERM), whichever signal stopped it and whether or
@@ -110,6 +112,17 @@ def slurm_job_id() -> str | None:
     if array_job and array_task:
         return f"{array_job}_{array_task}"
     return os.environ.get("SLURM_JOB_ID") or None
+
+
+def requeue_before_any_rank_exits(requeue: bool, rank: int, barrier: Callable[[], None]) -> None:
+    """Step 4 of the protocol, on every rank after the stop's checkpoint is on disk: rank 0
+    requeues the job when `requeue` (see `requeue_slurm_job`), and `barrier` (every rank's)
+    returns only once rank 0 is past it. The ranks that would exit first wait at the barrier, so
+    `srun --kill-on-bad-exit=1` or torchrun cannot end rank 0 between its save and the requeue.
+    """
+    if requeue:
+        requeue_slurm_job(rank)
+    barrier()
 
 
 def requeue_slurm_job(rank: int) -> bool:

@@ -23,16 +23,17 @@ from lm1b.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state, tok
 from lm1b.training.checkpoint import (
     BEST_NAME,
     META_KEY,
+    RESUME_ENTRIES,
     CheckpointError,
     CheckpointManager,
     find_checkpoint,
     load_checkpoint,
-    resolve_checkpoint,
 )
 from lm1b.training.distributed import DistContext
 from lm1b.training.hooks import FaultInjection
 from lm1b.training.loop import Trainer
 from lm1b.training.metrics import METRICS_FILE, MetricsWriter
+from lm1b.training.precision import resolve_precision, set_tf32
 
 logger = logging.getLogger(__name__)
 
@@ -98,31 +99,30 @@ def refuse_changed_fields(saved: dict, current: dict) -> None:
         )
 
 
-# What a resume reads from a checkpoint (Trainer.state_dict): a file without one of them is
-# skipped like a truncated one, and the previous checkpoint is used.
-TRAINING_STATE_KEYS = ("config", "tokenizer", "model", "optimizers", "counters", "ranks")
-
-
 def find_resume_checkpoint(cfg: TrainConfig, ctx: DistContext, checkpoints: CheckpointManager):
-    """The checkpoint to resume from (every rank loads the file rank 0 chose), or None."""
+    """The checkpoint to resume from (every rank loads the file rank 0 chose), or None.
+
+    `trainer.resume=auto` skips, with a warning, a newest file that cannot be resumed from (one
+    damaged, or lacking an entry of RESUME_ENTRIES) and takes the previous one; a file named
+    in `trainer.resume` is refused instead, in one line naming the entry.
+    """
     resume = cfg.trainer.resume
-    path, state = None, None  # rank 0's choice, and its state when finding it loaded it
+    found = None  # rank 0's choice and its state: finding a valid file means loading it
     if ctx.is_main and resume == "auto":
-        found = checkpoints.latest(required_keys=TRAINING_STATE_KEYS)
+        found = checkpoints.latest(RESUME_ENTRIES)
         if found is None and checkpoints.paths():
             # Starting afresh would let retention delete files someone may want to recover.
             raise CheckpointError(
                 f"{checkpoints.directory} holds checkpoints but none is valid; move them away "
                 "or pass trainer.resume=never"
             )
-        path, state = (None, None) if found is None else (str(found[0]), found[1])
     elif ctx.is_main and resume != "never":
-        path = str(resolve_checkpoint(resume))
-    path = ctx.broadcast_object(path)
+        found = find_checkpoint(resume, entries=RESUME_ENTRIES)
+    path = ctx.broadcast_object(None if found is None else str(found[0]))
     if path is None:
         return None
     logger.info("resuming from %s", path)
-    return state if state is not None else load_checkpoint(path)
+    return found[1] if found is not None else load_checkpoint(path, RESUME_ENTRIES)
 
 
 # Model fields that fix the shapes of the weights: an init_from checkpoint must agree on them.
@@ -183,6 +183,20 @@ def _build_model(cfg: TrainConfig, ctx: DistContext, tokenizer: Tokenizer, check
     return model
 
 
+def _numerics(cfg: TrainConfig, device: torch.device) -> dict:
+    """Resolve trainer.precision for this model and device (a combination it refuses raises
+    ConfigError before anything is built) and set TF32; what is in force, for the record."""
+    precision = resolve_precision(cfg.trainer.precision, cfg.model.type, device)
+    tf32 = set_tf32(device, cfg.trainer.tf32)
+    logger.info(
+        "precision %s (trainer.precision=%s), TF32 %s",
+        precision,
+        cfg.trainer.precision,
+        "n/a on a CPU" if tf32 is None else tf32,
+    )
+    return {"precision": precision, "tf32": tf32}
+
+
 def _checkpoints_and_resume_state(
     cfg: TrainConfig, ctx: DistContext, run_dir: Path, config_container: dict
 ) -> tuple[CheckpointManager, dict | None]:
@@ -205,6 +219,7 @@ def build_trainer(
     cfg: TrainConfig, ctx: DistContext, run_dir: Path, config_container: dict, config_yaml: str
 ) -> Trainer:
     """Everything a run needs, restored from the newest checkpoint when there is one."""
+    numerics = _numerics(cfg, ctx.device)
     files = resolve_data_files(cfg.data)
     # Opt out explicitly of invariant checks on the sparse gradients (torch warns otherwise
     # whenever its sparse optimizers build one); ours are built from valid ids and rows.
@@ -235,20 +250,52 @@ def build_trainer(
             run_dir, tensorboard=cfg.logger.tensorboard, resume_step=resume_step
         )
         if resume_step == 0:
-            metrics.write_hparams(_hparams(cfg, model), config_yaml)
+            metrics.write_hparams(_hparams(cfg, model, numerics), config_yaml)
     static_state = {"config": config_container, "tokenizer": tokenizer_state(tokenizer)}
     hooks = FaultInjection.from_config(cfg.testing, ctx.rank)
     trainer = Trainer(cfg, ctx, model, loader, valid, checkpoints, metrics, static_state, hooks)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
+        _carry_state_in_this_runs_dtypes(trainer)
     else:
         torch.manual_seed(cfg.seed + 7919 * ctx.rank)  # dropout streams differ between ranks
     return trainer
 
 
-def _hparams(cfg: TrainConfig, model) -> dict:
+def _carry_state_in_this_runs_dtypes(trainer: Trainer) -> None:
+    """Cast the LSTM state restored from a checkpoint to the dtypes this run carries, keeping
+    its values: trainer.precision may change on resume, and a bf16 state in an fp32 run fails
+    in its first matmul (an fp32 one in a bf16 run would differ from every later window's)."""
+    saved = trainer.steps.lstm_state
+    if saved is None:
+        return
+    dtypes = _carried_state_dtypes(trainer, rows=saved[0].shape[1])
+    trainer.steps.lstm_state = tuple(s.to(d) for s, d in zip(saved, dtypes, strict=True))
+
+
+def _carried_state_dtypes(trainer: Trainer, rows: int) -> tuple[torch.dtype, ...]:
+    """The dtypes of the (h, c) state the LSTM stack returns under the step's autocast, read
+    from one time step of zeros rather than from trainer.precision: a stack may keep h and c
+    in different dtypes (nn.LSTM under CPU autocast returns h in bf16 and c in fp32). Eval mode
+    without gradients: no dropout draws from the restored RNG, no CUDA graph is captured."""
+    stack = trainer.model.rnn
+    # fp32, as the embedding's output (the master weights are fp32 under either precision).
+    zeros = torch.zeros(1, rows, trainer.cfg.model.projection_size, device=trainer.ctx.device)
+    was_training = stack.training
+    stack.eval()
+    try:
+        with torch.no_grad(), trainer.steps.autocast():
+            _, state = stack(zeros)
+    finally:
+        stack.train(was_training)
+    return tuple(s.dtype for s in state)
+
+
+def _hparams(cfg: TrainConfig, model, numerics: dict) -> dict:
     m = cfg.model
     return {
+        "trainer/precision": numerics["precision"],
+        "trainer/tf32": str(numerics["tf32"]),  # None (a CPU) is not a valid hparam value
         "experiment": cfg.name,
         "model/type": m.type,
         "model/state_size": m.state_size,

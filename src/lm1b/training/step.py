@@ -28,10 +28,12 @@ from torch import nn
 from lm1b.config import TrainConfig
 from lm1b.data.batch import Batch
 from lm1b.models.sampler import CandidateSample
+from lm1b.models.scopes import BACKWARD, CLIP, EMA, SAMPLER, STEP, TABLES, scope
 from lm1b.training.distributed import DistContext, ddp_lstm_stack
 from lm1b.training.ema import ExponentialMovingAverage
 from lm1b.training.hooks import StepHooks
 from lm1b.training.optim import Optimizers, lstm_parameters, table_parameters
+from lm1b.training.precision import resolve_precision
 from lm1b.training.sparse_sync import average_sparse_gradient
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -66,6 +68,8 @@ class StepRunner:
         self.tables = table_parameters(model)
         self.softmax_param_ids = {id(p) for p in model.softmax.parameters()}
         self.rows_per_rank = cfg.data.batch_size // ctx.world_size
+        # bf16 or fp32: trainer.precision resolved for this model on this device.
+        self.precision = resolve_precision(cfg.trainer.precision, cfg.model.type, ctx.device)
         # Seeded from (seed, step) on every rank: one sample set for all, and nothing to save.
         self.sample_generator = torch.Generator(device=ctx.device)
         self.lstm_state: State | None = None
@@ -79,8 +83,9 @@ class StepRunner:
         # Fault injection (tests) and phase marks (the benchmark's step-time breakdown).
         self.hooks = hooks or StepHooks()
 
-    def _autocast(self):
-        if self.cfg.trainer.precision != "bf16":
+    def autocast(self):
+        """The step's autocast context: bf16 autocast, or none (fp32)."""
+        if self.precision != "bf16":
             return nullcontext()
         # No weight cache: the LSTM casts its own weights, and CUDA-graph capture refuses it.
         return torch.autocast(
@@ -93,14 +98,15 @@ class StepRunner:
         if self.model.sampler is None:
             return None
         self.sample_generator.manual_seed(self.cfg.seed * 1_000_003 + step)
-        return self.model.sampler.sample(self.sample_generator, device=self.ctx.device)
+        with scope(SAMPLER):
+            return self.model.sampler.sample(self.sample_generator, device=self.ctx.device)
 
     def _forward_backward(
         self, batch: Batch, step: int
     ) -> tuple[torch.Tensor, CandidateSample | None]:
         """The step's loss (detached) and its sample set (None with the full softmax)."""
         sample = self._draw_sample(step)
-        with self._autocast():
+        with self.autocast():
             out = self.model(
                 batch.inputs, batch.targets, self.lstm_state, sample=sample, rnn=self.rnn
             )
@@ -108,7 +114,8 @@ class StepRunner:
         loss = self.hooks.loss(out.loss, step)
         self.hooks.on_phase("forward")
         scale = self.cfg.data.num_steps if self.cfg.optim.scale_loss_by_num_steps else 1
-        (loss * scale).backward()
+        with scope(BACKWARD):
+            (loss * scale).backward()
         self.hooks.on_phase("backward")
         return loss.detach(), sample
 
@@ -143,10 +150,16 @@ class StepRunner:
         """Take step number `step` (1-based) on `batch`; `votes` are reduced with MAX across
         ranks in the same collective as the non-finite flag. `usable=False` (a stand-in batch:
         this rank could not read its data) makes every rank skip the step."""
+        with scope(STEP):
+            return self._run(batch, step, votes, usable)
+
+    def _run(self, batch: Batch, step: int, votes: Sequence[float], usable: bool) -> StepResult:
         loss, sample = self._forward_backward(batch, step)
-        tables_finite = self._sync_tables(0 if sample is None else sample.ids.numel())
+        with scope(TABLES):
+            tables_finite = self._sync_tables(0 if sample is None else sample.ids.numel())
         max_norm = self.cfg.optim.max_grad_norm or math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.lstm_params, max_norm)
+        with scope(CLIP):
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.lstm_params, max_norm)
         valid = tables_finite & torch.isfinite(loss) & torch.isfinite(grad_norm) & usable
         if sample is not None:
             # A sample set short of S ids (probability < 1e-12, lm1b.models.sampler) is skipped.
@@ -172,7 +185,8 @@ class StepRunner:
         else:
             self.optimizers.step_host_checked()
             if self.ema is not None:
-                self.ema.update()
+                with scope(EMA):
+                    self.ema.update()
         self.optimizers.zero_grad()
         self.hooks.on_phase("optimizer")
         return StepResult(loss_value, norm_value, skipped, reduced_votes)
