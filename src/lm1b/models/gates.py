@@ -69,7 +69,7 @@ class GateMap(Protocol):
         ...
 
     def backward_weights(self, weights: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        """What `step_backward` and `backward` read, prepared once per backward sweep."""
+        """What `step_backward` reads, prepared once per backward sweep."""
         ...
 
     def step_backward(
@@ -86,7 +86,6 @@ class GateMap(Protocol):
         h_prev: Tensor,
         pre: Tensor,
         weights: tuple[Tensor, ...],
-        prepared: tuple[Tensor, ...],
     ) -> tuple[Tensor, ...]:
         """The window's gradient of x (T, B, p), then those of `weights` in order, each one
         batched product: d_gates (G, T, B, w), d_pre (G, T, B, w'), h_prev (T, B, p) the
@@ -183,7 +182,6 @@ class GroupedGates(nn.Module):
         h_prev: Tensor,
         pre: Tensor,
         weights: tuple[Tensor, ...],
-        prepared: tuple[Tensor, ...],
     ) -> tuple[Tensor, ...]:
         """dx (T, B, p), dW_ih, dW_hh and the group-major bias's gradient for the window."""
         k, steps, batch, _ = d_gates.shape
@@ -270,7 +268,6 @@ class FactorizedGates(nn.Module):
         h_prev: Tensor,
         pre: Tensor,
         weights: tuple[Tensor, ...],
-        prepared: tuple[Tensor, ...],
     ) -> tuple[Tensor, ...]:
         """dx (T, B, p), dW1_x, dW1_h, dW2 and dbias for the window: d_gates (1, T, B, 4n),
         d_pre = dz (1, T, B, r), pre = z (1, T, B, r)."""

@@ -103,7 +103,7 @@ class LSTMPLayerFunction(torch.autograd.Function):
         h_prev = hs[:-1]  # (T, B, p): the h each step read
         with scope(WINDOW_PRODUCTS):
             d_proj = ms.view(-1, ms.shape[-1]).t() @ d_h.view(-1, d_h.shape[-1])  # (n, p)
-            d_x, *d_weights = gate_map.backward(d_gates, d_pre, x, h_prev, pre, weights, prepared)
+            d_x, *d_weights = gate_map.backward(d_gates, d_pre, x, h_prev, pre, weights)
         return None, None, d_x, d_h0, d_c0, d_proj, *d_weights
 
 
