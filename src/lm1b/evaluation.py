@@ -25,7 +25,7 @@ from tqdm import tqdm
 from lm1b.config.evaluate import DEFAULT_TOKENS_PER_PASS
 from lm1b.data.batch import Batch
 from lm1b.data.eval_stream import EvalStream
-from lm1b.models.language_model import LanguageModel, State
+from lm1b.models.language_model import LanguageModel
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def _run_rows(
         bar.update(window.num_tokens)  # counted on the host: no device sync per window
         positions = _scored_positions(window).to(device, non_blocking=True)  # (n,)
         window = window.to(device, non_blocking=True)
-        outputs, state = lstm_outputs(model, window.inputs, state)  # (T, B, p)
+        outputs, state = model.hidden_states(window.inputs, state)  # (T, B, p)
         hidden = outputs.reshape(-1, outputs.shape[-1])  # (T * B, p)
         targets = window.targets.t().reshape(-1)  # (T * B,), the hidden states' order
         passes.add(hidden.index_select(0, positions), targets.index_select(0, positions))
@@ -142,12 +142,6 @@ def _scored_positions(window: Batch) -> Tensor:
     its time-major flattening (T * B): (n,) int64. Found on the host, so that selecting them
     on the device waits for nothing."""
     return window.mask.t().reshape(-1).nonzero().squeeze(1)
-
-
-def lstm_outputs(model: LanguageModel, inputs: Tensor, state: State | None) -> tuple[Tensor, State]:
-    """The LSTM stack's outputs (T, B, p) for ids (B, T) from `state` (None: zeros), and its
-    final state: what the model's forward feeds the softmax, in eval mode (no dropout)."""
-    return model.rnn(model.embedding(inputs.t()), state)
 
 
 class SoftmaxPasses:

@@ -28,7 +28,6 @@ from lm1b.config.checks import require
 from lm1b.config.compose import compose_schema
 from lm1b.config.trainer import DEVICES
 from lm1b.data.text import split_tokens
-from lm1b.evaluation import lstm_outputs
 from lm1b.inference import TrainedModel, load_trained_model
 from lm1b.training.checkpoint import CheckpointError
 from lm1b.training.precision import set_tf32
@@ -101,7 +100,7 @@ def sample(trained: TrainedModel, cfg: GenerateConfig) -> list[list[int]]:
     drawn, state = [], None
     finished = torch.zeros(cfg.num_samples, dtype=torch.bool, device=device)
     for _ in range(cfg.max_tokens):
-        hidden, state = lstm_outputs(model, inputs, state)  # (T, B, p)
+        hidden, state = model.hidden_states(inputs, state)  # (T, B, p)
         logits = filter_logits(
             next_token_logits(trained, hidden[-1]) / cfg.temperature, cfg.top_k, cfg.top_p
         )

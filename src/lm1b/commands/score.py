@@ -52,7 +52,6 @@ from lm1b.config.compose import compose_schema
 from lm1b.config.trainer import DEVICES
 from lm1b.data.encode import SentenceBuffer, encode_lines
 from lm1b.data.text import ReadStats, read_lines
-from lm1b.evaluation import lstm_outputs
 from lm1b.inference import TrainedModel, load_trained_model
 from lm1b.models.language_model import LanguageModel
 from lm1b.training.checkpoint import CheckpointError
@@ -149,7 +148,7 @@ def score_window(model: LanguageModel, window: Window, state=None):
     not one per sentence."""
     device = model.softmax.weight.device
     inputs, targets = window.inputs.to(device), window.targets.to(device)
-    hidden, state = lstm_outputs(model, inputs, state)  # (T, B, p)
+    hidden, state = model.hidden_states(inputs, state)  # (T, B, p); eval mode: no dropout
     rows = torch.cat([torch.full((end - start,), row) for row, start, end in window.spans])
     positions = torch.cat([torch.arange(start, end) for _, start, end in window.spans])
     rows, positions = rows.to(device), positions.to(device)  # (M,) each: the scored tokens

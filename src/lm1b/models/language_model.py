@@ -84,12 +84,7 @@ class LanguageModel(nn.Module):
         skips the step on it); else one is drawn from `generator` and that flag, False with a
         probability below 1e-12, goes unchecked. `rnn` runs the LSTM stack in place of
         `self.rnn`: the trainer's DDP wrapper of it."""
-        # Time-major inside (the stack's layout); transposing the ids is cheaper than the
-        # activations, so targets and mask follow the hidden states' (T, B) order.
-        embedded = self.embedding(inputs.t())  # (T, B, p)
-        embedded = F.dropout(embedded, self.dropout, self.training)
-        stack = self.rnn if rnn is None else rnn
-        outputs, new_state = stack(embedded, state)  # (T, B, p), dropout already applied
+        outputs, new_state = self.hidden_states(inputs, state, rnn)  # (T, B, p)
         hidden = outputs.reshape(-1, outputs.shape[-1])  # (T * B, p)
         flat_targets = targets.t().reshape(-1)  # (T * B,)
         flat_mask = None if mask is None else mask.t().reshape(-1)
@@ -112,6 +107,18 @@ class LanguageModel(nn.Module):
         )
         loss = (nll_sum / num_tokens.clamp(min=1)).float()
         return LMOutput(loss, nll_sum, num_tokens, new_state)
+
+    def hidden_states(
+        self, inputs: Tensor, state: State | None = None, rnn: nn.Module | None = None
+    ) -> tuple[Tensor, State]:
+        """What the softmax reads: the LSTM stack's outputs (T, B, p) for ids (B, T) from
+        `state` (None: zeros), dropout applied in training mode, and the stack's final state.
+        Time-major (the stack's layout): transposing the ids is cheaper than the activations,
+        so the callers put targets and mask in the same (T, B) order. `rnn` runs in place of
+        `self.rnn` (the trainer's DDP wrapper of it)."""
+        embedded = F.dropout(self.embedding(inputs.t()), self.dropout, self.training)
+        stack = self.rnn if rnn is None else rnn
+        return stack(embedded, state)  # the stack applies its own output dropout
 
     @staticmethod
     def _training_output(
