@@ -26,8 +26,9 @@ from lm1b.atomic_files import write_json_atomically
 from lm1b.benchmark.breakdown import PARTS
 from lm1b.benchmark.candidates import compose_variant_config
 from lm1b.benchmark.report import baseline_seconds, ratio_to_baseline
+from lm1b.benchmark.summary import format_report
 from lm1b.benchmark.timing import PHASES, measure_copy_bandwidth, time_phases
-from lm1b.commands.bench import format_report, run_benchmark
+from lm1b.commands.bench import run_benchmark
 from lm1b.config import ConfigError
 from lm1b.config.bench import (
     PRESETS,

@@ -20,10 +20,10 @@ import lm1b.commands.bench
 from lm1b.atomic_files import write_json_atomically
 from lm1b.benchmark.candidates import build_candidate, compose_variant_config, estimated_bytes
 from lm1b.benchmark.session import GIB, BenchSession, plan_groups
+from lm1b.benchmark.summary import format_report
 from lm1b.benchmark.timing import time_candidate, warm_up
 from lm1b.commands.bench import (
     compose_variants,
-    format_report,
     plan_variant_groups,
     run_benchmark,
     variant_precisions,
